@@ -1,0 +1,219 @@
+// The one place that knows xsimd. Kernels are written once over a "vector" type V that is either
+// an xsimd::batch<T, Arch> or the scalar T itself (scalar_arch: builds without SIMD, and the
+// remainder of every kernel), and reach the hardware only through the helpers below.
+//
+// xsimd 8.1 (Debian 12) differs from the upstream documentation: there is no reduce_add (its
+// name is hadd) and no reduce_max. Those differences live here and nowhere else.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace smax::detail {
+
+using index_t = std::ptrdiff_t;  // Eigen::Index
+
+/// Pseudo-architecture whose "vector" is one scalar: used when xsimd finds no SIMD instruction
+/// set at compile time, and for the remainders that do not fill a vector.
+struct scalar_arch {
+  static constexpr const char* name() noexcept { return "scalar"; }
+};
+
+/// The widest instruction set enabled by the compiler flags (xsimd::default_arch), or
+/// scalar_arch when there is none.
+using best_arch =
+    std::conditional_t<xsimd::default_arch::supported(), xsimd::default_arch, scalar_arch>;
+
+template <class T, class Arch>
+struct vec_of {
+  using type = xsimd::batch<T, Arch>;
+};
+template <class T>
+struct vec_of<T, scalar_arch> {
+  using type = T;
+};
+/// The vector of T on Arch: xsimd::batch<T, Arch>, or T for scalar_arch.
+template <class T, class Arch>
+using vec_t = typename vec_of<T, Arch>::type;
+
+template <class V>
+struct vec_traits {
+  static_assert(std::is_floating_point<V>::value, "smax vectors hold float or double");
+  using value_type = V;
+  using int_type = std::conditional_t<sizeof(V) == 4, std::int32_t, std::int64_t>;
+  static constexpr index_t size = 1;
+};
+template <class T, class A>
+struct vec_traits<xsimd::batch<T, A>> {
+  using value_type = T;
+  using int_type = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+  static constexpr index_t size = static_cast<index_t>(xsimd::batch<T, A>::size);
+};
+
+template <class V>
+using scalar_of = typename vec_traits<V>::value_type;
+template <class V>
+inline constexpr index_t lanes = vec_traits<V>::size;
+template <class V>
+inline constexpr bool is_scalar_v = std::is_floating_point<V>::value;
+
+// ---- loads, stores, broadcast ------------------------------------------------------------------
+
+template <class V>
+inline V load(const scalar_of<V>* p) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return *p;
+  } else {
+    return V::load_unaligned(p);
+  }
+}
+
+template <class V>
+inline void store(scalar_of<V>* p, const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    *p = v;
+  } else {
+    v.store_unaligned(p);
+  }
+}
+
+template <class V>
+inline V splat(scalar_of<V> s) noexcept {
+  return V(s);
+}
+
+// ---- arithmetic ---------------------------------------------------------------------------------
+
+/// a * b + c, fused where the instruction set has FMA (xsimd emulates it with two roundings
+/// otherwise; every use below tolerates both).
+template <class V>
+inline V fma(const V& a, const V& b, const V& c) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return a * b + c;
+  } else {
+    return xsimd::fma(a, b, c);
+  }
+}
+
+/// max(a, b) where NaN in either operand may or may not survive (callers that need NaN to
+/// propagate use max_keep_nan).
+template <class V>
+inline V max(const V& a, const V& b) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return a < b ? b : a;
+  } else {
+    return xsimd::max(a, b);
+  }
+}
+
+template <class V>
+inline V min(const V& a, const V& b) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return b < a ? b : a;
+  } else {
+    return xsimd::min(a, b);
+  }
+}
+
+/// max(lo, x) that returns x when x is NaN. On x86 and NEON xsimd's max is one instruction with
+/// exactly this behaviour (maxps returns its second operand when unordered; vmaxq returns NaN);
+/// elsewhere a compare and a blend.
+template <class V>
+inline V max_keep_nan(const V& lo, const V& x) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return x < lo ? lo : x;
+  } else {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(__aarch64__) || \
+    defined(__ARM_NEON)
+    return xsimd::max(lo, x);
+#else
+    return xsimd::select(x < lo, lo, x);
+#endif
+  }
+}
+
+template <class M, class V>
+inline V select(const M& mask, const V& a, const V& b) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return mask ? a : b;
+  } else {
+    return xsimd::select(mask, a, b);
+  }
+}
+
+template <class M>
+inline bool any(const M& mask) noexcept {
+  if constexpr (std::is_same<M, bool>::value) {
+    return mask;
+  } else {
+    return xsimd::any(mask);
+  }
+}
+
+template <class V>
+inline V log(const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return std::log(v);
+  } else {
+    return xsimd::log(v);
+  }
+}
+
+// ---- horizontal reductions (xsimd 8.1: hadd, no reduce_max)
+// --------------------------------------
+
+template <class V>
+inline scalar_of<V> hsum(const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return v;
+  } else {
+    return xsimd::hadd(v);
+  }
+}
+
+template <class V>
+inline scalar_of<V> hmax(const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return v;
+  } else {
+    alignas(64) scalar_of<V> buf[lanes<V>];
+    v.store_unaligned(buf);
+    scalar_of<V> m = buf[0];
+    for (index_t i = 1; i < lanes<V>; ++i) m = detail::max(m, buf[i]);
+    return m;
+  }
+}
+
+// ---- bit manipulation for exp
+// ---------------------------------------------------------------------
+
+/// 2^n for integer-valued n in the normal exponent range, built directly in the exponent field.
+/// n + (1.5 * 2^p + bias) is exact and leaves n + bias in the low mantissa bits (p = 23 or 52);
+/// shifting them up by p drops the magic's own bits and lands n + bias in the exponent.
+template <class V>
+inline V exp2i(const V& n) noexcept {
+  using T = scalar_of<V>;
+  using I = typename vec_traits<V>::int_type;
+  constexpr int p = sizeof(T) == 4 ? 23 : 52;
+  constexpr T magic = sizeof(T) == 4 ? T(0x1.8p23 + 127) : T(0x1.8p52 + 1023);
+  const V t = n + splat<V>(magic);
+  if constexpr (is_scalar_v<V>) {
+    I bits;
+    std::memcpy(&bits, &t, sizeof bits);
+    bits = static_cast<I>(static_cast<std::make_unsigned_t<I>>(bits) << p);
+    T out;
+    std::memcpy(&out, &bits, sizeof out);
+    return out;
+  } else {
+    using A = typename V::arch_type;
+    using IV = xsimd::batch<I, A>;
+    return xsimd::bitwise_cast<V>(xsimd::bitwise_cast<IV>(t) << p);
+  }
+}
+
+}  // namespace smax::detail

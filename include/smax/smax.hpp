@@ -1,0 +1,4 @@
+// smax: the softmax family for Eigen, vectorized with xsimd. The umbrella header.
+#pragma once
+
+#include "smax/softmax.hpp"

@@ -1,0 +1,25 @@
+# Sourced by the scripts beside it: installs missing Debian 12 packages (as root), or says which
+# are missing (otherwise). Usage: smax_require_packages pkg...
+smax_require_packages() {
+  local missing=()
+  local pkg
+  for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "smax: missing Debian packages: ${missing[*]}" >&2
+    echo "      run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+    return 1
+  fi
+  echo "smax: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# What building smax's tests, benchmarks and examples needs (the library alone needs only
+# libeigen3-dev and libxsimd-dev).
+SMAX_BUILD_PACKAGES=(cmake make g++ libeigen3-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev)
