@@ -43,12 +43,6 @@ template <class Axis>
 inline constexpr bool is_axis_v =
     std::is_same<Axis, rowwise_t>::value || std::is_same<Axis, colwise_t>::value;
 
-template <class X>
-constexpr void check_scalar() noexcept {
-  static_assert(std::is_same<scalar_t<X>, float>::value || std::is_same<scalar_t<X>, double>::value,
-                "smax: the scalar type must be float or double");
-}
-
 struct softmax_kernel {
   static constexpr const char* name = "smax::softmax";
   static constexpr bool elementwise = true;

@@ -38,6 +38,12 @@ template <class X>
 using scalar_t = typename Eigen::internal::traits<X>::Scalar;
 
 template <class X>
+constexpr void check_scalar() noexcept {
+  static_assert(std::is_same<scalar_t<X>, float>::value || std::is_same<scalar_t<X>, double>::value,
+                "smax: the scalar type must be float or double");
+}
+
+template <class X>
 inline constexpr bool is_array_v =
     std::is_same<typename Eigen::internal::traits<X>::XprKind, Eigen::ArrayXpr>::value;
 

@@ -33,6 +33,49 @@ struct per_dist {
   per_dist at(index_t i) const noexcept { return {p + i * stride, stride}; }
 };
 
+/// A per-class array shared by every distribution (class weights): element j is p[j].
+template <class T>
+struct per_class {
+  const T* p;
+  per_class at(index_t) const noexcept { return *this; }
+};
+
+/// Several sums carried through one pass (a reduction body may return sums<W, N>).
+template <class W, int N>
+struct sums {
+  W v[N];
+  friend sums operator+(const sums& a, const sums& b) noexcept {
+    sums r;
+    for (int i = 0; i < N; ++i) r.v[i] = a.v[i] + b.v[i];
+    return r;
+  }
+  const W& operator[](int i) const noexcept { return v[i]; }
+};
+
+template <class R>
+struct zero_of {
+  static R get() noexcept { return R(scalar_of<R>(0)); }
+};
+template <class W, int N>
+struct zero_of<sums<W, N>> {
+  static sums<W, N> get() noexcept {
+    sums<W, N> r;
+    for (int i = 0; i < N; ++i) r.v[i] = W(scalar_of<W>(0));
+    return r;
+  }
+};
+template <class R>
+R zero() noexcept {
+  return zero_of<R>::get();
+}
+
+template <class V, int N>
+sums<scalar_of<V>, N> hsum(const sums<V, N>& a) noexcept {
+  sums<scalar_of<V>, N> r;
+  for (int i = 0; i < N; ++i) r.v[i] = hsum(a.v[i]);
+  return r;
+}
+
 /// Pairwise (cascade) summation of block sums: block b is added at the level of its lowest zero
 /// bit, so the sum of B blocks has depth log2(B) instead of B. With blocks of 16 vectors this
 /// keeps a 262144-element sum within ~20 roundings instead of thousands.
@@ -46,7 +89,7 @@ class pairwise_sum {
     ++count_;
   }
   V total() const noexcept {
-    V s(scalar_of<V>(0));
+    V s = zero<V>();
     for (int level = 0; level < 64 && (count_ >> level) != 0; ++level)
       if ((count_ >> level) & 1u) s = s + levels_[level];
     return s;
@@ -55,6 +98,59 @@ class pairwise_sum {
  private:
   V levels_[64];
   std::uint64_t count_ = 0;
+};
+
+// ---- class labels (cross-entropy)
+// -----------------------------------------------------------------
+
+/// The label of one distribution; y is 0 (a safe index) when the label is ignored.
+struct one_label {
+  index_t y;
+  bool valid;
+};
+
+/// The labels of the distributions in the lanes of a vector (ignored lanes hold class 0).
+template <class V>
+struct lane_labels {
+  using T = scalar_of<V>;
+  using I = typename vec_traits<V>::int_type;
+  using IV = xsimd::batch<I, typename V::arch_type>;
+  static constexpr index_t L = lanes<V>;
+  index_t y[L];
+  IV yv;
+  typename V::batch_bool_type valid;
+};
+
+template <class Lbl>
+one_label make_label(Lbl raw, index_t ignore) noexcept {
+  const auto y = static_cast<index_t>(raw);
+  return {y == ignore ? 0 : y, y != ignore};
+}
+
+inline bool any_valid(const one_label& lab) noexcept { return lab.valid; }
+template <class V>
+bool any_valid(const lane_labels<V>& lab) noexcept {
+  return xsimd::any(lab.valid);
+}
+
+/// v where the label is valid, 0 where it is ignored (single distributions with an ignored
+/// label never get this far).
+template <class W>
+W keep_valid(const one_label&, const W& v) noexcept {
+  return v;
+}
+template <class V>
+V keep_valid(const lane_labels<V>& lab, const V& v) noexcept {
+  return xsimd::select(lab.valid, v, V(scalar_of<V>(0)));
+}
+
+template <class T>
+struct lane_index {
+  // 0, 1, 2, ... as T: compared with (label - j) to find the label's lane within a vector.
+  static constexpr T values[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                                   32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+                                   48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
 };
 
 // ---- a distribution along contiguous memory ----------------------------------------------------
@@ -71,12 +167,28 @@ struct contiguous_io {
   void store(const strided<U>& a, const W& v) const noexcept {
     detail::store(a.p + j, v);
   }
+  template <class U>
+  W load(const per_class<U>& a) const noexcept {
+    return detail::load<W>(a.p + j);
+  }
   W splat(scalar_of<W> s) const noexcept { return W(s); }
+  /// The lanes of this position that hold the labelled class.
+  auto is_class(const one_label& lab) const noexcept {
+    using T = scalar_of<W>;
+    const index_t d = lab.y - j;
+    if constexpr (is_scalar_v<W>) {
+      return d == 0;
+    } else {
+      if (d < 0 || d >= lanes<W>) return typename W::batch_bool_type(false);
+      return detail::load<W>(lane_index<T>::values) == W(static_cast<T>(d));
+    }
+  }
 };
 
 template <class V>
 struct contiguous_group {
   using T = scalar_of<V>;
+  using state = T;  // one value per distribution
   static constexpr index_t L = lanes<V>;
   index_t k;
 
@@ -99,16 +211,20 @@ struct contiguous_group {
     return m;
   }
 
+  /// Sum of f over the distribution; f returns a vector (or sums<vector, N>) for full vectors
+  /// and a scalar (or sums<scalar, N>) for the remainder.
   template <class F>
-  T reduce_sum(F&& f) const {
-    T s(0);
+  auto reduce_sum(F&& f) const {
+    using RV = decltype(f(contiguous_io<V>{0}));
+    using RT = decltype(f(contiguous_io<T>{0}));
+    RT s = zero<RT>();
     index_t j = 0;
     if (k >= L) {
-      pairwise_sum<V> acc;
+      pairwise_sum<RV> acc;
       constexpr index_t block = 16 * L;  // 4 independent accumulators x 4 steps
       for (; j + block <= k; j += block) {
-        V a0 = f(contiguous_io<V>{j}), a1 = f(contiguous_io<V>{j + L});
-        V a2 = f(contiguous_io<V>{j + 2 * L}), a3 = f(contiguous_io<V>{j + 3 * L});
+        RV a0 = f(contiguous_io<V>{j}), a1 = f(contiguous_io<V>{j + L});
+        RV a2 = f(contiguous_io<V>{j + 2 * L}), a3 = f(contiguous_io<V>{j + 3 * L});
         for (index_t jj = j + 4 * L; jj < j + block; jj += 4 * L) {
           a0 = a0 + f(contiguous_io<V>{jj});
           a1 = a1 + f(contiguous_io<V>{jj + L});
@@ -118,15 +234,18 @@ struct contiguous_group {
         acc.add((a0 + a1) + (a2 + a3));
       }
       if (j + L <= k) {
-        V a = f(contiguous_io<V>{j});
+        RV a = f(contiguous_io<V>{j});
         for (j += L; j + L <= k; j += L) a = a + f(contiguous_io<V>{j});
         acc.add(a);
       }
       s = hsum(acc.total());
     }
-    T tail(0);
-    for (; j < k; ++j) tail += f(contiguous_io<T>{j});
-    return s + tail;
+    if (j < k) {
+      RT tail = f(contiguous_io<T>{j});
+      for (++j; j < k; ++j) tail = tail + f(contiguous_io<T>{j});
+      s = s + tail;
+    }
+    return s;
   }
 
   template <class F>
@@ -137,6 +256,32 @@ struct contiguous_group {
   }
 
   void store_out(const per_dist<T>& out, T v) const noexcept { *out.p = v; }
+  template <class U>
+  T load_out(const per_dist<U>& in) const noexcept {
+    return static_cast<T>(*in.p);
+  }
+
+  template <class Lbl>
+  one_label load_labels(const per_dist<const Lbl>& y, index_t ignore) const noexcept {
+    return make_label(*y.p, ignore);
+  }
+  /// a[label]: the labelled class's element of the distribution.
+  template <class U>
+  T gather(const strided<U>& a, const one_label& lab) const noexcept {
+    return a.p[lab.y * a.cs];
+  }
+  template <class U>
+  T gather(const per_class<U>& a, const one_label& lab) const noexcept {
+    return a.p[lab.y];
+  }
+  void scatter(const strided<T>& a, const one_label& lab, T v) const noexcept {
+    if (lab.valid) a.p[lab.y * a.cs] = v;
+  }
+  /// f(0, v): a single distribution's value.
+  template <class F>
+  void each_lane(const T& v, F&& f) const {
+    f(index_t{0}, v);
+  }
 };
 
 // ---- one vector of distributions side by side ---------------------------------------------------
@@ -153,12 +298,23 @@ struct across_io {
   void store(const strided<U>& a, const V& v) const noexcept {
     detail::store(a.p + j * a.cs, v);
   }
+  template <class U>
+  V load(const per_class<U>& a) const noexcept {
+    return V(a.p[j]);
+  }
   V splat(const V& s) const noexcept { return s; }
+  auto is_class(const one_label& lab) const noexcept { return j == lab.y; }
+  template <class W>
+  auto is_class(const lane_labels<W>& lab) const noexcept {
+    using IV = typename lane_labels<W>::IV;
+    return xsimd::bool_cast(lab.yv == IV(static_cast<typename lane_labels<W>::I>(j)));
+  }
 };
 
 template <class V>
 struct across_group {
   using T = scalar_of<V>;
+  using state = V;  // one value per distribution, one distribution per lane
   static constexpr index_t L = lanes<V>;
   index_t k;
 
@@ -178,13 +334,14 @@ struct across_group {
   }
 
   template <class F>
-  V reduce_sum(F&& f) const {
-    pairwise_sum<V> acc;
+  auto reduce_sum(F&& f) const {
+    using R = decltype(f(across_io<V>{0}));
+    pairwise_sum<R> acc;
     constexpr index_t block = 16;  // 4 independent accumulators x 4 classes
     index_t j = 0;
     for (; j + block <= k; j += block) {
-      V a0 = f(across_io<V>{j}), a1 = f(across_io<V>{j + 1});
-      V a2 = f(across_io<V>{j + 2}), a3 = f(across_io<V>{j + 3});
+      R a0 = f(across_io<V>{j}), a1 = f(across_io<V>{j + 1});
+      R a2 = f(across_io<V>{j + 2}), a3 = f(across_io<V>{j + 3});
       for (index_t jj = j + 4; jj < j + block; jj += 4) {
         a0 = a0 + f(across_io<V>{jj});
         a1 = a1 + f(across_io<V>{jj + 1});
@@ -194,7 +351,7 @@ struct across_group {
       acc.add((a0 + a1) + (a2 + a3));
     }
     if (j < k) {
-      V a = f(across_io<V>{j});
+      R a = f(across_io<V>{j});
       for (++j; j < k; ++j) a = a + f(across_io<V>{j});
       acc.add(a);
     }
@@ -214,6 +371,87 @@ struct across_group {
       detail::store(buf, v);
       for (index_t l = 0; l < L; ++l) out.p[l * out.stride] = buf[l];
     }
+  }
+  template <class U>
+  V load_out(const per_dist<U>& in) const noexcept {
+    alignas(64) T buf[L];
+    for (index_t l = 0; l < L; ++l) buf[l] = static_cast<T>(in.p[l * in.stride]);
+    return detail::load<V>(buf);
+  }
+
+  using labels_t = std::conditional_t<is_scalar_v<V>, one_label, lane_labels<V>>;
+
+  template <class Lbl>
+  labels_t load_labels(const per_dist<const Lbl>& y, index_t ignore) const noexcept {
+    if constexpr (is_scalar_v<V>) {
+      return make_label(*y.p, ignore);
+    } else {
+      using I = typename lane_labels<V>::I;
+      labels_t lab;
+      alignas(64) I ys[L];
+      alignas(64) T ok[L];
+      for (index_t l = 0; l < L; ++l) {
+        const one_label one = make_label(y.p[l * y.stride], ignore);
+        lab.y[l] = one.y;
+        ys[l] = static_cast<I>(one.y);
+        ok[l] = one.valid ? T(1) : T(0);
+      }
+      lab.yv = lab_load(ys);
+      lab.valid = detail::load<V>(ok) != V(T(0));
+      return lab;
+    }
+  }
+  /// a[label] per lane.
+  template <class A>
+  V gather(const A& a, const labels_t& lab) const noexcept {
+    if constexpr (is_scalar_v<V>) {
+      return a.p[lab.y * class_step(a)];
+    } else {
+      alignas(64) T buf[L];
+      for (index_t l = 0; l < L; ++l) buf[l] = a.p[l * lane_step(a) + lab.y[l] * class_step(a)];
+      return detail::load<V>(buf);
+    }
+  }
+  void scatter(const strided<T>& a, const labels_t& lab, const V& v) const noexcept {
+    if constexpr (is_scalar_v<V>) {
+      if (lab.valid) a.p[lab.y * a.cs] = v;
+    } else {
+      alignas(64) T buf[L];
+      alignas(64) T ok[L];
+      detail::store(buf, v);
+      detail::store(ok, xsimd::select(lab.valid, V(T(1)), V(T(0))));
+      for (index_t l = 0; l < L; ++l)
+        if (ok[l] != T(0)) a.p[l * a.ds + lab.y[l] * a.cs] = buf[l];
+    }
+  }
+  /// f(lane, value) for each lane, in order.
+  template <class F>
+  void each_lane(const V& v, F&& f) const {
+    alignas(64) T buf[L];
+    detail::store(buf, v);
+    for (index_t l = 0; l < L; ++l) f(l, buf[l]);
+  }
+
+ private:
+  template <class U>
+  static index_t class_step(const strided<U>& a) noexcept {
+    return a.cs;
+  }
+  template <class U>
+  static index_t class_step(const per_class<U>&) noexcept {
+    return 1;
+  }
+  template <class U>
+  static index_t lane_step(const strided<U>& a) noexcept {
+    return a.ds;
+  }
+  template <class U>
+  static index_t lane_step(const per_class<U>&) noexcept {
+    return 0;
+  }
+  template <class I>
+  static auto lab_load(const I* p) noexcept {
+    return lane_labels<V>::IV::load_unaligned(p);
   }
 };
 

@@ -164,11 +164,20 @@ inline V log(const V& v) noexcept {
   }
 }
 
+template <class V>
+inline V tanh(const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return std::tanh(v);
+  } else {
+    return xsimd::tanh(v);
+  }
+}
+
 // ---- horizontal reductions (xsimd 8.1: hadd, no reduce_max)
 // --------------------------------------
 
 template <class V>
-inline scalar_of<V> hsum(const V& v) noexcept {
+inline auto hsum(const V& v) noexcept {
   if constexpr (is_scalar_v<V>) {
     return v;
   } else {
@@ -177,7 +186,7 @@ inline scalar_of<V> hsum(const V& v) noexcept {
 }
 
 template <class V>
-inline scalar_of<V> hmax(const V& v) noexcept {
+inline auto hmax(const V& v) noexcept {
   if constexpr (is_scalar_v<V>) {
     return v;
   } else {

@@ -1,0 +1,330 @@
+// The fused softmax-cross-entropy: the loss, and its gradient with respect to the logits written
+// in the same pass, for class-index labels or probability targets, with PyTorch's options
+// (reduction, ignore_index, label_smoothing, class_weights) and those of large-language-model
+// training (z_loss, softcap). Formulas: see detail/cross_entropy_kernels.hpp and the README.
+#pragma once
+
+#include <Eigen/Core>
+
+#include "smax/detail/cross_entropy_kernels.hpp"
+#include "smax/detail/eigen_bridge.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace smax {
+
+/// How the per-row losses become the returned loss.
+enum class Reduction {
+  mean,  ///< labels: divided by the summed class weights of the valid rows (their count when
+         ///< unweighted); probability targets: divided by N. z-loss: by the valid rows.
+  sum,   ///< summed
+  none,  ///< one loss per row: use smax::cross_entropy_per_row
+};
+
+/// Options of smax::cross_entropy, with PyTorch's defaults.
+struct CrossEntropyOptions {
+  Reduction reduction = Reduction::mean;
+  /// Rows whose label equals this contribute no loss and get a zero gradient.
+  std::int64_t ignore_index = -100;
+  /// ε in [0, 1]: the target becomes (1 − ε)·onehot + ε/K (PyTorch's definition).
+  double label_smoothing = 0.0;
+  /// s >= 0: adds s·logsumexp(x)² per valid row (not class-weighted).
+  double z_loss = 0.0;
+  /// c >= 0: each logit x becomes c·tanh(x/c) before everything else; 0 is off.
+  double softcap = 0.0;
+  /// K class weights (PyTorch's `weight`); empty means all 1.
+  Eigen::VectorXd class_weights;
+};
+
+namespace detail {
+
+template <class X>
+inline constexpr bool is_integer_v = std::is_integral<scalar_t<X>>::value;
+
+template <class O>
+void require_writable_shape(const char* fn, const char* name, O& out, index_t rows, index_t cols) {
+  if (out.rows() == rows && out.cols() == cols) return;
+  throw std::invalid_argument(std::string(fn) + ": " + name + " is " +
+                              shape(out.rows(), out.cols()) + " but must be " + shape(rows, cols));
+}
+
+/// Resizes a plain Matrix/Array that is empty; anything else must already have the shape.
+template <class O>
+void fit_output(O& out, index_t rows, index_t cols) {
+  if constexpr (std::is_base_of<Eigen::PlainObjectBase<O>, O>::value) {
+    if (out.size() == 0 && (out.rows() != rows || out.cols() != cols)) out.resize(rows, cols);
+  }
+}
+template <class O>
+bool fits_output(const O& out, index_t rows, index_t cols) {
+  if (out.rows() == rows && out.cols() == cols) return true;
+  return std::is_base_of<Eigen::PlainObjectBase<O>, O>::value && out.size() == 0;
+}
+
+/// A vector's memory as one value per index: stride between consecutive entries.
+template <class X>
+auto vector_view(X& v) noexcept {
+  const auto s = dist_view(v, true);
+  using P = std::remove_reference_t<decltype(*v.data())>;
+  return per_dist<P>{v.data(), v.rows() == 1 ? s.cs : s.ds};
+}
+
+inline void check_options(const char* fn, const CrossEntropyOptions& o, index_t k) {
+  const auto bad = [&](const std::string& what) {
+    throw std::invalid_argument(std::string(fn) + ": " + what);
+  };
+  if (!(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0))
+    bad("options.label_smoothing = " + std::to_string(o.label_smoothing) + " is not in [0, 1]");
+  if (!(o.z_loss >= 0.0 && std::isfinite(o.z_loss)))
+    bad("options.z_loss = " + std::to_string(o.z_loss) + " is not a finite value >= 0");
+  if (!(o.softcap >= 0.0 && std::isfinite(o.softcap)))
+    bad("options.softcap = " + std::to_string(o.softcap) + " is not a finite value >= 0");
+  if (o.class_weights.size() != 0 && o.class_weights.size() != k)
+    bad("options.class_weights has " + std::to_string(o.class_weights.size()) +
+        " entries but the logits have K = " + std::to_string(k) + " classes");
+}
+
+/// The common body of every cross-entropy call. grad, dloss and losses may be null.
+template <class L, class Y, class G, class D, class O>
+double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in, G* grad,
+                          const D* dloss_in, O* losses, const CrossEntropyOptions& opt) {
+  check_scalar<L>();
+  using T = scalar_t<L>;
+  const nested_t<L> logits(logits_in);
+  const nested_t<Y> target(target_in);
+  const index_t n = logits.rows(), k = logits.cols();
+  constexpr bool labels = is_integer_v<Y>;
+
+  // ---- every check before anything is written -------------------------------------------------
+  if (k == 0)
+    throw std::invalid_argument(std::string(fn) + ": logits are " + shape(n, k) +
+                                ": K must be at least 1");
+  check_options(fn, opt, k);
+  if constexpr (labels) {
+    if (!((target.rows() == 1 || target.cols() == 1) && target.size() == n))
+      throw std::invalid_argument(
+          std::string(fn) + ": target is " + shape(target.rows(), target.cols()) +
+          " but the logits are " + shape(n, k) +
+          ": labels must be a vector of N = " + std::to_string(n) + " class indices");
+  } else {
+    static_assert(std::is_same<scalar_t<Y>, T>::value,
+                  "smax::cross_entropy: probability targets have the logits' scalar type");
+    if (target.rows() != n || target.cols() != k)
+      throw std::invalid_argument(std::string(fn) + ": target is " +
+                                  shape(target.rows(), target.cols()) + " but the logits are " +
+                                  shape(n, k) + ": probability targets have the logits' shape");
+  }
+  if constexpr (!std::is_same<G, std::nullptr_t>::value) {
+    if (!fits_output(*grad, n, k)) require_writable_shape(fn, "grad", *grad, n, k);
+  }
+  if constexpr (!std::is_same<D, std::nullptr_t>::value) {
+    if (!((dloss_in->rows() == 1 || dloss_in->cols() == 1) && dloss_in->size() == n))
+      throw std::invalid_argument(std::string(fn) + ": dloss is " +
+                                  shape(dloss_in->rows(), dloss_in->cols()) +
+                                  " but must be a vector of N = " + std::to_string(n) + " values");
+  }
+  if constexpr (!std::is_same<O, std::nullptr_t>::value) {
+    if (!fits_output(*losses, n, 1) && !fits_output(*losses, 1, n))
+      throw std::invalid_argument(std::string(fn) + ": losses is " +
+                                  shape(losses->rows(), losses->cols()) +
+                                  " but must be a vector of N = " + std::to_string(n) + " values");
+  }
+  // Labels: every one validated, the denominators of `mean` counted.
+  double weight_of_valid = 0.0;
+  index_t valid_rows = n;
+  const auto weight = [&](index_t c) {
+    return opt.class_weights.size() == 0 ? 1.0 : opt.class_weights(c);
+  };
+  if constexpr (labels) {
+    valid_rows = 0;
+    for (index_t i = 0; i < n; ++i) {
+      const auto y = static_cast<std::int64_t>(target(i));
+      if (y == opt.ignore_index) continue;
+      if (y < 0 || y >= k)
+        throw std::out_of_range(std::string(fn) + ": target(" + std::to_string(i) +
+                                ") = " + std::to_string(y) + " is not a class index in [0, " +
+                                std::to_string(k) + ") nor ignore_index (" +
+                                std::to_string(opt.ignore_index) + ")");
+      ++valid_rows;
+      weight_of_valid += weight(y);
+    }
+  } else {
+    weight_of_valid = static_cast<double>(n);
+  }
+
+  // ---- memory: views, aliasing, layouts -------------------------------------------------------
+  const strided<const T> x = dist_view(logits, true);
+  const auto xs = span_of(x, n, k);
+  const auto tv = dist_view(target, true);
+  using Plain = typename L::PlainObject;
+  Plain grad_tmp, target_tmp;
+  strided<T> g{nullptr, x.ds, x.cs};
+  bool copy_grad = false;
+  if constexpr (!std::is_same<G, std::nullptr_t>::value) {
+    fit_output(*grad, n, k);
+    g = dist_view(*grad, true);
+    const bool in_place = g.p == x.p && g.ds == x.ds && g.cs == x.cs;
+    if (!in_place && overlap(span_of(g, n, k), xs))
+      throw std::invalid_argument(std::string(fn) +
+                                  ": grad overlaps the logits without being the logits themselves");
+    if (overlap(span_of(g, n, k), labels ? span_of(vector_view(target), n, 1) : span_of(tv, n, k)))
+      throw std::invalid_argument(std::string(fn) + ": grad overlaps target");
+    if (path_of(n, k, x, g) != path_of(n, k, x)) {  // another layout than the logits
+      grad_tmp.resize(n, k);
+      g = dist_view(grad_tmp, true);
+      copy_grad = true;
+    }
+  }
+  per_dist<const T> up{nullptr, 0};
+  if constexpr (!std::is_same<D, std::nullptr_t>::value) {
+    const nested_t<D> dl(*dloss_in);
+    static_assert(std::is_same<scalar_t<D>, T>::value, "smax: dloss has the logits' scalar type");
+    up = vector_view(dl);
+    if (g.p != nullptr && overlap(span_of(up, n, 1), span_of(g, n, k)))
+      throw std::invalid_argument(std::string(fn) + ": grad overlaps dloss");
+  }
+  per_dist<T> lv{nullptr, 0};
+  if constexpr (!std::is_same<O, std::nullptr_t>::value) {
+    if (losses->size() == 0) fit_output(*losses, n, 1);
+    lv = vector_view(*losses);
+    if (overlap(span_of(lv, n, 1), xs) || (g.p && overlap(span_of(lv, n, 1), span_of(g, n, k))))
+      throw std::invalid_argument(std::string(fn) + ": losses overlaps the logits or grad");
+  }
+
+  ce_params<T> prm;
+  prm.smoothing = static_cast<T>(opt.label_smoothing);
+  prm.z = static_cast<T>(opt.z_loss);
+  prm.cap = static_cast<T>(opt.softcap);
+  prm.ignore = static_cast<index_t>(opt.ignore_index);
+  std::vector<T> weights_t;  // float logits: the weights converted once per call
+  if (opt.class_weights.size() != 0) {
+    if constexpr (std::is_same<T, double>::value) {
+      prm.weights = opt.class_weights.data();
+    } else {
+      weights_t.assign(opt.class_weights.data(), opt.class_weights.data() + k);
+      prm.weights = weights_t.data();
+    }
+    prm.weight_sum = static_cast<T>(opt.class_weights.sum());
+  } else {
+    prm.weight_sum = static_cast<T>(k);
+  }
+  const bool mean = opt.reduction == Reduction::mean && dloss_in == nullptr && losses == nullptr;
+  prm.grad_ce = mean ? static_cast<T>(1.0 / weight_of_valid) : T(1);
+  prm.grad_z = mean ? static_cast<T>(1.0 / static_cast<double>(valid_rows)) : T(1);
+
+  ce_totals tot;
+  if constexpr (labels) {
+    using Lbl = std::remove_const_t<scalar_t<Y>>;
+    const per_dist<const Lbl> yv = vector_view(target);
+    tot = cross_entropy_labels<best_arch>(n, k, x, yv, g, up, lv, prm);
+  } else {
+    strided<const T> t = tv;
+    if (path_of(n, k, x, t) != path_of(n, k, x)) {
+      target_tmp = target;
+      t = dist_view(std::as_const(target_tmp), true);
+    }
+    tot = cross_entropy_probs<best_arch>(n, k, x, t, g, up, lv, prm);
+  }
+  if constexpr (!std::is_same<G, std::nullptr_t>::value) {
+    if (copy_grad) *grad = grad_tmp;
+  }
+
+  if (!mean) return tot.ce.value() + tot.z.value();
+  double loss = tot.ce.value() / weight_of_valid;
+  if (opt.z_loss != 0.0) loss += tot.z.value() / static_cast<double>(valid_rows);
+  return loss;
+}
+
+inline void require_reduced(const char* fn, const CrossEntropyOptions& o) {
+  if (o.reduction == Reduction::none)
+    throw std::invalid_argument(std::string(fn) +
+                                ": options.reduction is Reduction::none, which gives one loss per "
+                                "row: call smax::cross_entropy_per_row(logits, target, losses"
+                                "[, dloss, grad], options)");
+}
+
+}  // namespace detail
+
+/// The cross-entropy loss of `logits` (N x K, rows are samples) against `target`.
+///
+/// @param logits  any dense Eigen expression of float or double, row- or column-major.
+/// @param target  class indices (any integer Eigen vector of length N: int, int64_t, a Map over
+///                another framework's buffer), or probabilities of the logits' shape and type.
+/// @param options reduction (mean or sum here), ignore_index, label_smoothing, z_loss, softcap,
+///                class_weights; see CrossEntropyOptions and the README for the exact formulas.
+/// @return the loss, in the logits' type (accumulated in double over rows).
+/// Accuracy: within 1e-5 (float) / 1e-12 (double) relative of the exact loss.
+/// Special values: -inf logits are masked classes (probability 0); a label on a masked class
+///   gives +inf; NaN/+inf logits in a valid row give NaN. Every row ignored (or N = 0): mean is
+///   NaN, sum is 0. With probability targets, a zero target contributes 0 even where the logit is
+///   -inf; targets need not sum to 1 (as in PyTorch).
+/// Throws (before anything is written): std::out_of_range for a label outside [0, K) that is not
+///   ignore_index; std::invalid_argument for K == 0, mismatched shapes, options out of range,
+///   class_weights of the wrong size, and Reduction::none (use cross_entropy_per_row).
+template <class L, class Y>
+detail::scalar_t<L> cross_entropy(const Eigen::DenseBase<L>& logits,
+                                  const Eigen::DenseBase<Y>& target,
+                                  const CrossEntropyOptions& options = {}) {
+  constexpr const char* fn = "smax::cross_entropy";
+  detail::require_reduced(fn, options);
+  return static_cast<detail::scalar_t<L>>(detail::cross_entropy_impl(
+      fn, logits.derived(), target.derived(), static_cast<std::nullptr_t*>(nullptr),
+      static_cast<const std::nullptr_t*>(nullptr), static_cast<std::nullptr_t*>(nullptr), options));
+}
+
+/// The loss, and grad = ∂loss/∂logits written in the same pass.
+///
+/// @param grad  a writable dense object of the logits' shape (an empty plain Matrix is
+///              resized); it may be the logits object itself (in place: no second N x K buffer).
+/// Gradient: (softmax − onehot)/denominator for the defaults; with every option, the exact
+///   derivative of the returned loss (formulas in the README). The label's own entry is computed
+///   as −Σ_{j≠y} p_j, so confident predictions keep their tiny gradients. Ignored rows get 0.
+/// Accuracy: every entry within 32 eps of the largest term of its row's gradient formula.
+/// Everything else as the loss-only overload.
+template <class L, class Y, class G>
+detail::scalar_t<L> cross_entropy(const Eigen::DenseBase<L>& logits,
+                                  const Eigen::DenseBase<Y>& target,
+                                  const Eigen::DenseBase<G>& grad,
+                                  const CrossEntropyOptions& options = {}) {
+  constexpr const char* fn = "smax::cross_entropy";
+  detail::require_reduced(fn, options);
+  // Eigen's idiom for output arguments that may be temporaries (blocks, Maps).
+  auto& out = const_cast<G&>(grad.derived());
+  return static_cast<detail::scalar_t<L>>(detail::cross_entropy_impl(
+      fn, logits.derived(), target.derived(), &out, static_cast<const std::nullptr_t*>(nullptr),
+      static_cast<std::nullptr_t*>(nullptr), options));
+}
+
+/// Reduction::none: the loss of each row, written into `losses` (length N; ignored rows get 0).
+/// options.reduction is not used. Otherwise as cross_entropy.
+template <class L, class Y, class O>
+void cross_entropy_per_row(const Eigen::DenseBase<L>& logits, const Eigen::DenseBase<Y>& target,
+                           const Eigen::DenseBase<O>& losses,
+                           const CrossEntropyOptions& options = {}) {
+  auto& out = const_cast<O&>(losses.derived());
+  detail::cross_entropy_impl("smax::cross_entropy_per_row", logits.derived(), target.derived(),
+                             static_cast<std::nullptr_t*>(nullptr),
+                             static_cast<const std::nullptr_t*>(nullptr), &out, options);
+}
+
+/// Reduction::none with the backward pass: the loss of each row into `losses`, and grad = the
+/// gradient of Σ_i dloss_i · loss_i — row i of the gradient scaled by the upstream dloss_i (per
+/// sample weights, policy-gradient advantages, distillation coefficients). dloss has N entries
+/// of the logits' type. options.reduction is not used.
+template <class L, class Y, class O, class D, class G>
+void cross_entropy_per_row(const Eigen::DenseBase<L>& logits, const Eigen::DenseBase<Y>& target,
+                           const Eigen::DenseBase<O>& losses, const Eigen::DenseBase<D>& dloss,
+                           const Eigen::DenseBase<G>& grad,
+                           const CrossEntropyOptions& options = {}) {
+  auto& out = const_cast<O&>(losses.derived());
+  auto& g = const_cast<G&>(grad.derived());
+  detail::cross_entropy_impl("smax::cross_entropy_per_row", logits.derived(), target.derived(), &g,
+                             &dloss.derived(), &out, options);
+}
+
+}  // namespace smax
