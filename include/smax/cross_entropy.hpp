@@ -74,6 +74,44 @@ auto vector_view(X& v) noexcept {
   return per_dist<P>{v.data(), v.rows() == 1 ? s.cs : s.ds};
 }
 
+/// Checks every label (in [0, k) or ignore); calls on_valid(label) for each valid one; returns
+/// their count.
+template <class Y, class F>
+index_t validate_labels(const char* fn, const Y& target, index_t k, std::int64_t ignore,
+                        F&& on_valid) {
+  index_t valid = 0;
+  for (index_t i = 0; i < target.size(); ++i) {
+    const auto y = static_cast<std::int64_t>(target(i));
+    if (y == ignore) continue;
+    if (y < 0 || y >= k)
+      throw std::out_of_range(std::string(fn) + ": target(" + std::to_string(i) +
+                              ") = " + std::to_string(y) + " is not a class index in [0, " +
+                              std::to_string(k) + ") nor ignore_index (" + std::to_string(ignore) +
+                              ")");
+    ++valid;
+    on_valid(static_cast<index_t>(y));
+  }
+  return valid;
+}
+
+/// The returned loss from the per-row sums: `mean` divides the cross-entropy by the summed
+/// weights of the valid rows and the z-loss by their count.
+inline double reduce_loss(const ce_totals& tot, bool mean, double weight_of_valid,
+                          index_t valid_rows, double z_loss) {
+  if (!mean) return tot.ce.value() + tot.z.value();
+  double loss = tot.ce.value() / weight_of_valid;
+  if (z_loss != 0.0) loss += tot.z.value() / static_cast<double>(valid_rows);
+  return loss;
+}
+
+template <class Y>
+void require_label_vector(const char* fn, const Y& target, index_t n) {
+  if (!((target.rows() == 1 || target.cols() == 1) && target.size() == n))
+    throw std::invalid_argument(
+        std::string(fn) + ": target is " + shape(target.rows(), target.cols()) +
+        ": labels must be a vector of N = " + std::to_string(n) + " class indices");
+}
+
 inline void check_options(const char* fn, const CrossEntropyOptions& o, index_t k) {
   const auto bad = [&](const std::string& what) {
     throw std::invalid_argument(std::string(fn) + ": " + what);
@@ -137,22 +175,10 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   // Labels: every one validated, the denominators of `mean` counted.
   double weight_of_valid = 0.0;
   index_t valid_rows = n;
-  const auto weight = [&](index_t c) {
-    return opt.class_weights.size() == 0 ? 1.0 : opt.class_weights(c);
-  };
   if constexpr (labels) {
-    valid_rows = 0;
-    for (index_t i = 0; i < n; ++i) {
-      const auto y = static_cast<std::int64_t>(target(i));
-      if (y == opt.ignore_index) continue;
-      if (y < 0 || y >= k)
-        throw std::out_of_range(std::string(fn) + ": target(" + std::to_string(i) +
-                                ") = " + std::to_string(y) + " is not a class index in [0, " +
-                                std::to_string(k) + ") nor ignore_index (" +
-                                std::to_string(opt.ignore_index) + ")");
-      ++valid_rows;
-      weight_of_valid += weight(y);
-    }
+    valid_rows = validate_labels(fn, target, k, opt.ignore_index, [&](index_t c) {
+      weight_of_valid += opt.class_weights.size() == 0 ? 1.0 : opt.class_weights(c);
+    });
   } else {
     weight_of_valid = static_cast<double>(n);
   }
@@ -200,7 +226,8 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   prm.smoothing = static_cast<T>(opt.label_smoothing);
   prm.z = static_cast<T>(opt.z_loss);
   prm.cap = static_cast<T>(opt.softcap);
-  prm.ignore = static_cast<index_t>(opt.ignore_index);
+  prm.labels = {static_cast<index_t>(opt.ignore_index), 0, k};
+  prm.k_total = k;
   std::vector<T> weights_t;  // float logits: the weights converted once per call
   if (opt.class_weights.size() != 0) {
     if constexpr (std::is_same<T, double>::value) {
@@ -234,10 +261,7 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
     if (copy_grad) *grad = grad_tmp;
   }
 
-  if (!mean) return tot.ce.value() + tot.z.value();
-  double loss = tot.ce.value() / weight_of_valid;
-  if (opt.z_loss != 0.0) loss += tot.z.value() / static_cast<double>(valid_rows);
-  return loss;
+  return reduce_loss(tot, mean, weight_of_valid, valid_rows, opt.z_loss);
 }
 
 inline void require_reduced(const char* fn, const CrossEntropyOptions& o) {
@@ -246,6 +270,104 @@ inline void require_reduced(const char* fn, const CrossEntropyOptions& o) {
                                 ": options.reduction is Reduction::none, which gives one loss per "
                                 "row: call smax::cross_entropy_per_row(logits, target, losses"
                                 "[, dloss, grad], options)");
+}
+
+/// The validated arguments of a vocabulary-parallel call: logits of classes
+/// [offset, offset + k) of a vocabulary of `vocab`, and every label.
+template <class L, class Y>
+struct shard_job {
+  using T = scalar_t<L>;
+  nested_t<L> logits;
+  nested_t<Y> labels;
+  index_t n, k, offset, vocab;
+  const CrossEntropyOptions& opt;
+  index_t valid_rows = 0;
+
+  ce_params<T> params(std::vector<T>& weights) const {
+    ce_params<T> prm;
+    prm.smoothing = static_cast<T>(opt.label_smoothing);
+    prm.z = static_cast<T>(opt.z_loss);
+    prm.cap = static_cast<T>(opt.softcap);
+    prm.labels = {static_cast<index_t>(opt.ignore_index), offset, k};
+    prm.k_total = vocab;
+    if (opt.class_weights.size() != 0 && k != 0) {
+      weights.assign(opt.class_weights.data(), opt.class_weights.data() + k);
+      prm.weights = weights.data();
+      prm.weight_sum = static_cast<T>(opt.class_weights.sum());
+    } else {
+      prm.weight_sum = static_cast<T>(k);
+    }
+    return prm;
+  }
+
+  void run_stats(T* out) const {
+    std::vector<T> w;
+    const ce_params<T> prm = params(w);
+    using Lbl = std::remove_const_t<scalar_t<Y>>;
+    cross_entropy_shard_stats<best_arch>(n, k, dist_view(logits, true),
+                                         per_dist<const Lbl>(vector_view(labels)), out, prm);
+  }
+
+  template <class S, class G>
+  double run_finish(const char* fn, const S& merged_in, G* grad) const {
+    static_assert(std::is_same<scalar_t<S>, T>::value,
+                  "smax: the statistics have the logits' scalar type");
+    if (merged_in.rows() != n || merged_in.cols() != ce_stats_width)
+      throw std::invalid_argument(std::string(fn) + ": the statistics are " +
+                                  shape(merged_in.rows(), merged_in.cols()) + " but must be " +
+                                  shape(n, ce_stats_width));
+    const strided<const T> x = dist_view(logits, true);
+    strided<T> g{nullptr, x.ds, x.cs};
+    using Plain = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Plain grad_tmp;
+    if (grad != nullptr) {
+      if (!fits_output(*grad, n, k)) require_writable_shape(fn, "grad", *grad, n, k);
+      fit_output(*grad, n, k);
+      g = dist_view(*grad, true);
+      const bool in_place = g.p == x.p && g.ds == x.ds && g.cs == x.cs;
+      if (!in_place && overlap(span_of(g, n, k), span_of(x, n, k)))
+        throw std::invalid_argument(std::string(fn) +
+                                    ": grad overlaps the logits without being the logits");
+      if (path_of(n, k, x, g) != path_of(n, k, x)) {
+        grad_tmp.resize(n, k);
+        g = dist_view(grad_tmp, true);
+      }
+    }
+    const Eigen::Matrix<T, Eigen::Dynamic, ce_stats_width, Eigen::RowMajor> merged = merged_in;
+    double weight_of_valid = 0.0;
+    for (index_t i = 0; i < n; ++i)
+      if (static_cast<std::int64_t>(labels(i)) != opt.ignore_index)
+        weight_of_valid += static_cast<double>(merged(i, 5));
+    std::vector<T> w;
+    ce_params<T> prm = params(w);
+    const bool mean = opt.reduction == Reduction::mean;
+    prm.grad_ce = mean ? static_cast<T>(1.0 / weight_of_valid) : T(1);
+    prm.grad_z = mean ? static_cast<T>(1.0 / static_cast<double>(valid_rows)) : T(1);
+    using Lbl = std::remove_const_t<scalar_t<Y>>;
+    const ce_totals tot = cross_entropy_shard_finish<best_arch>(
+        n, k, x, per_dist<const Lbl>(vector_view(labels)), merged.data(), g,
+        per_dist<const T>{nullptr, 0}, per_dist<T>{nullptr, 0}, prm);
+    if (grad != nullptr && grad_tmp.size() != 0) *grad = grad_tmp;
+    return reduce_loss(tot, mean, weight_of_valid, valid_rows, opt.z_loss);
+  }
+};
+
+template <class L, class Y>
+shard_job<L, Y> shard_setup(const char* fn, const L& logits, const Y& labels, index_t offset,
+                            index_t vocab, const CrossEntropyOptions& opt) {
+  check_scalar<L>();
+  static_assert(is_integer_v<Y>, "smax: vocabulary-parallel cross-entropy takes class indices");
+  shard_job<L, Y> job{logits, labels, logits.rows(), logits.cols(), offset, vocab, opt};
+  require_reduced(fn, opt);
+  if (vocab < 1 || offset < 0 || job.k > vocab - offset)
+    throw std::invalid_argument(std::string(fn) + ": the shard [offset, offset + k) = [" +
+                                std::to_string(offset) + ", " + std::to_string(offset + job.k) +
+                                ") is not inside the vocabulary [0, " + std::to_string(vocab) +
+                                ")");
+  check_options(fn, opt, job.k == 0 ? opt.class_weights.size() : job.k);
+  require_label_vector(fn, job.labels, job.n);
+  job.valid_rows = validate_labels(fn, job.labels, vocab, opt.ignore_index, [](index_t) {});
+  return job;
 }
 
 }  // namespace detail
@@ -325,6 +447,92 @@ void cross_entropy_per_row(const Eigen::DenseBase<L>& logits, const Eigen::Dense
   auto& g = const_cast<G&>(grad.derived());
   detail::cross_entropy_impl("smax::cross_entropy_per_row", logits.derived(), target.derived(), &g,
                              &dloss.derived(), &out, options);
+}
+
+/// Vocabulary-parallel cross-entropy: the number of statistics per row.
+inline constexpr Eigen::Index shard_stats_width = detail::ce_stats_width;
+
+/// Vocabulary-parallel cross-entropy, step 1 of 3: the per-row statistics of one shard.
+///
+/// When a vocabulary of K classes is split across processes, the process holding classes
+/// [offset, offset + k) holds `logits_shard` (N x k) and every label. Its statistics (N rows of
+/// shard_stats_width values: max, Σ exp(x − max) without the label's class, the smoothing sum,
+/// the shard's weight sum, the label's logit and weight when the label is in the shard) are
+/// merged over all shards with merge_shard_stats (associative and commutative: an all-reduce,
+/// e.g. MPI_Allreduce with a user-defined op), then step 3 gives each shard its gradient.
+/// No process ever needs another's logits. Supports every option except probability targets
+/// and Reduction::none; options.class_weights is this shard's slice (k entries).
+/// Throws as smax::cross_entropy, and std::invalid_argument when the shard is not inside [0, K).
+template <class L, class Y>
+Eigen::Matrix<detail::scalar_t<L>, Eigen::Dynamic, shard_stats_width, Eigen::RowMajor>
+cross_entropy_shard_stats(const Eigen::DenseBase<L>& logits_shard,
+                          const Eigen::DenseBase<Y>& labels, Eigen::Index offset,
+                          Eigen::Index vocab, const CrossEntropyOptions& options = {}) {
+  constexpr const char* fn = "smax::cross_entropy_shard_stats";
+  using T = detail::scalar_t<L>;
+  const auto prm_and_views =
+      detail::shard_setup(fn, logits_shard.derived(), labels.derived(), offset, vocab, options);
+  Eigen::Matrix<T, Eigen::Dynamic, shard_stats_width, Eigen::RowMajor> stats(prm_and_views.n,
+                                                                             shard_stats_width);
+  prm_and_views.run_stats(stats.data());
+  return stats;
+}
+
+/// Vocabulary-parallel cross-entropy, step 2 of 3: `into` becomes the statistics of the union
+/// of both shards' classes (row by row). Both are N x shard_stats_width, of the same type.
+template <class A, class B>
+void merge_shard_stats(const Eigen::DenseBase<A>& into, const Eigen::DenseBase<B>& other) {
+  auto& a = const_cast<A&>(into.derived());
+  const auto& b = other.derived();
+  using T = detail::scalar_t<A>;
+  static_assert(std::is_same<T, detail::scalar_t<B>>::value,
+                "smax::merge_shard_stats: both statistics have the same scalar type");
+  detail::require_same_shape("smax::merge_shard_stats", "into", a, "other", b);
+  if (a.cols() != shard_stats_width)
+    throw std::invalid_argument("smax::merge_shard_stats: statistics have " +
+                                std::to_string(a.cols()) + " columns, not " +
+                                std::to_string(shard_stats_width));
+  for (Eigen::Index i = 0; i < a.rows(); ++i) {
+    const detail::ce_stats<T> x{a(i, 0), a(i, 1), a(i, 2), a(i, 3), a(i, 4), a(i, 5)};
+    const detail::ce_stats<T> y{b(i, 0), b(i, 1), b(i, 2), b(i, 3), b(i, 4), b(i, 5)};
+    const detail::ce_stats<T> m = detail::merge_stats(x, y);
+    a(i, 0) = m.max;
+    a(i, 1) = m.sum_other;
+    a(i, 2) = m.smooth;
+    a(i, 3) = m.weight_sum;
+    a(i, 4) = m.target;
+    a(i, 5) = m.target_weight;
+  }
+}
+
+/// Vocabulary-parallel cross-entropy, step 3 of 3: the loss over the whole vocabulary (the same
+/// on every shard, from the merged statistics) and this shard's gradient grad_shard (N x k),
+/// equal to the columns [offset, offset + k) of smax::cross_entropy's gradient on the whole
+/// logits matrix. Arguments as in step 1, plus the merged statistics.
+template <class L, class Y, class S, class G>
+detail::scalar_t<L> cross_entropy_shard(const Eigen::DenseBase<L>& logits_shard,
+                                        const Eigen::DenseBase<Y>& labels, Eigen::Index offset,
+                                        Eigen::Index vocab, const Eigen::DenseBase<S>& merged,
+                                        const Eigen::DenseBase<G>& grad_shard,
+                                        const CrossEntropyOptions& options = {}) {
+  constexpr const char* fn = "smax::cross_entropy_shard";
+  auto& g = const_cast<G&>(grad_shard.derived());
+  const auto setup =
+      detail::shard_setup(fn, logits_shard.derived(), labels.derived(), offset, vocab, options);
+  return static_cast<detail::scalar_t<L>>(setup.run_finish(fn, merged.derived(), &g));
+}
+
+/// The loss of vocabulary-parallel cross-entropy from merged statistics alone (no logits).
+template <class Y, class S>
+detail::scalar_t<S> cross_entropy_from_stats(const Eigen::DenseBase<Y>& labels, Eigen::Index vocab,
+                                             const Eigen::DenseBase<S>& merged,
+                                             const CrossEntropyOptions& options = {}) {
+  constexpr const char* fn = "smax::cross_entropy_from_stats";
+  using T = detail::scalar_t<S>;
+  const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> none(merged.rows(), 0);
+  const auto setup = detail::shard_setup(fn, none, labels.derived(), 0, vocab, options);
+  return static_cast<T>(
+      setup.run_finish(fn, merged.derived(), static_cast<Eigen::Matrix<T, -1, -1>*>(nullptr)));
 }
 
 }  // namespace smax

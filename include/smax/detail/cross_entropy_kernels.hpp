@@ -32,11 +32,13 @@ struct ce_params {
   T smoothing = 0;             // ε in [0, 1]
   T z = 0;                     // z-loss coefficient
   T cap = 0;                   // soft-cap c; 0 is off
-  const T* weights = nullptr;  // K class weights, or null for all 1
-  T weight_sum = 0;            // Σ_c w_c (K when unweighted)
+  const T* weights = nullptr;  // the weights of this kernel's classes, or null for all 1
+  T weight_sum = 0;            // Σ_c w_c over this kernel's classes
   T grad_ce = 1;               // gradient scale of the cross-entropy term
   T grad_z = 1;                // gradient scale of the z-loss term
-  index_t ignore = -100;       // the label of rows that do not count
+  index_t k_total = 0;         // K of the full vocabulary (ε/K); the kernel's k unless sharded
+  label_spec labels{-100, 0, 0};
+  bool general() const noexcept { return cap > 0 || smoothing > 0 || weights != nullptr; }
 };
 
 /// Compensated (Neumaier) sum in double: per-row losses of any number of rows add up without
@@ -47,10 +49,6 @@ class exact_sum {
     const double t = s_ + x;
     c_ += std::abs(s_) >= std::abs(x) ? (s_ - t) + x : (x - t) + s_;
     s_ = t;
-  }
-  void add(const exact_sum& o) noexcept {
-    add(o.s_);
-    add(o.c_);
   }
   double value() const noexcept { return s_ + c_; }
 
@@ -72,83 +70,125 @@ void record_loss(const G& g, const typename G::state& ce, const typename G::stat
   if (losses.p != nullptr) g.store_out(losses, ce + zl);
 }
 
-/// One group of distributions with class-index labels. General is false when there is no
-/// soft-cap, smoothing or weights: the passes then carry nothing but exp and its sum.
-template <bool HasGrad, bool General, class G, class T, class Lbl>
-void ce_label_group(const G& g, const strided<const T>& x, const per_dist<const Lbl>& y,
-                    const strided<T>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
-                    const ce_params<T>& prm, ce_totals& tot) {
+/// What one pass over a distribution's logits leaves for its loss and gradient (one value per
+/// lane in across groups). The statistics of the shards of one vocabulary merge (merge_stats)
+/// into those of the whole: that is vocabulary-parallel cross-entropy.
+template <class S>
+struct ce_stats {
+  S max;            // max of the (capped) logits
+  S sum_other;      // Σ exp(x_c − shift) over the classes other than the label
+  S smooth;         // Σ w_c (x_c − shift), only with label smoothing (else 0)
+  S weight_sum;     // Σ w_c over these classes
+  S target;         // the (capped) logit of the label when it is among these classes, else 0
+  S target_weight;  // w_y when the label is among these classes, else 0
+};
+inline constexpr int ce_stats_width = 6;
+
+/// Associative, commutative merge of the statistics of two disjoint sets of classes.
+template <class S>
+ce_stats<S> merge_stats(const ce_stats<S>& a, const ce_stats<S>& b) noexcept {
+  ce_stats<S> r;
+  r.max = max(a.max, b.max);
+  // NaN must survive the max: a NaN in either operand makes the merged sums NaN anyway.
+  const S shift = row_shift(r.max), sa = row_shift(a.max), sb = row_shift(b.max);
+  r.sum_other = a.sum_other * exp_nonpos(sa - shift) + b.sum_other * exp_nonpos(sb - shift);
+  r.smooth = a.smooth + a.weight_sum * (sa - shift) + b.smooth + b.weight_sum * (sb - shift);
+  r.weight_sum = a.weight_sum + b.weight_sum;
+  r.target = a.target + b.target;
+  r.target_weight = a.target_weight + b.target_weight;
+  return r;
+}
+
+/// The statistics pass: pass 1 (max) and pass 2 (exp, the sum without the label's class, the
+/// smoothing sum). With Store, the gradient buffer keeps exp(x − shift) for the finish (or, when
+/// capped, the capped logits); `src` is set to where the (capped) logits can be read again.
+template <bool Store, bool General, class G, class T, class Lab>
+ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const T>& x, const Lab& lab,
+                                           const strided<T>& gr, const ce_params<T>& prm,
+                                           strided<const T>& src) {
   using S = typename G::state;
   const T zero(0), one(1);
-  const auto lab = g.load_labels(y, prm.ignore);
-  if (!any_valid(lab)) {
-    if constexpr (HasGrad) g.for_each([&](const auto& io) { io.store(gr, io.splat(S(zero))); });
-    record_loss(g, S(zero), S(zero), losses, tot);
-    return;
-  }
   const bool capped = General && prm.cap > 0;
-  const bool smooth = General && prm.smoothing > 0;
+  [[maybe_unused]] const bool smooth = General && prm.smoothing > 0;
   const bool weighted = General && prm.weights != nullptr;
-  const T inv_cap = capped ? one / prm.cap : zero;
-  const auto cap = [&](const auto& v) {
+  const T cap_c = prm.cap, inv_cap = capped ? one / prm.cap : zero;
+  const auto cap = [=](const auto& v) {
     using W = std::decay_t<decltype(v)>;
-    return W(prm.cap) * detail::tanh(v * W(inv_cap));
+    return W(cap_c) * detail::tanh(v * W(inv_cap));
   };
-
-  // Pass 1: the max. Capped logits are kept in the gradient buffer, so tanh runs once.
-  const S m = g.reduce_max([&](const auto& io) {
+  // Pass 1: the max. Stored capped logits let tanh run once per element.
+  const S m = g.reduce_max([=](const auto& io) {
     auto v = io.load(x);
     if constexpr (General) {
       if (capped) {
         v = cap(v);
-        if constexpr (HasGrad) io.store(gr, v);
+        if constexpr (Store) io.store(gr, v);
       }
     }
     return v;
   });
-  const strided<const T> src = capped && HasGrad ? strided<const T>{gr.p, gr.ds, gr.cs} : x;
-  const bool recap = capped && !HasGrad;
-  const auto logit = [&](const auto& io) {
-    auto v = io.load(src);
+  src = capped && Store ? strided<const T>{gr.p, gr.ds, gr.cs} : x;
+  const strided<const T> in = src;
+  const bool recap = capped && !Store;
+  const S shift = row_shift(m);
+  ce_stats<S> st;
+  st.max = m;
+  st.target = g.gather(in, lab);  // read before pass 2 overwrites it when grad is the logits
+  if (recap) st.target = cap(st.target);
+  st.weight_sum = S(prm.weight_sum);
+  st.target_weight = weighted ? g.gather(per_class<T>{prm.weights}, lab) : g.label_here(lab);
+  // Pass 2: exp once per element (stored for pass 3); the label's class stays out of the sum.
+  const T* w = prm.weights;
+  const auto sum2 = g.reduce_sum([=](const auto& io) {
+    auto v = io.load(in);
     if constexpr (General) {
       if (recap) v = cap(v);
     }
-    return v;
-  };
-  const S shift = row_shift(m);
-  S xy = g.gather(src, lab);  // read before pass 2 overwrites it when grad is the logits
-  if (recap) xy = cap(xy);
-  const S dy = xy - shift;
-
-  // Pass 2: exp once per element, stored for pass 3; the label's class is left out of the sum.
-  const auto sum2 = g.reduce_sum([&](const auto& io) {
-    const auto d = logit(io) - io.splat(shift);
-    using W = std::decay_t<decltype(d)>;
+    using W = std::decay_t<decltype(v)>;
+    const W d = v - io.splat(shift);
     const W e = exp_nonpos(d);
-    if constexpr (HasGrad) {
+    if constexpr (Store) {
       if (!capped) io.store(gr, e);
     }
     const W other = select(io.is_class(lab), W(zero), e);
     if constexpr (General) {
-      const W wd = weighted ? io.load(per_class<T>{prm.weights}) * d : d;
+      const W wd = weighted ? io.load(per_class<T>{w}) * d : d;
       return sums<W, 2>{{other, smooth ? wd : W(zero)}};
     } else {
       return other;
     }
   });
-  S s_other, sum_wd(zero);
   if constexpr (General) {
-    s_other = sum2[0];
-    sum_wd = sum2[1];
+    st.sum_other = sum2[0];
+    st.smooth = sum2[1];
   } else {
-    s_other = sum2;
+    st.sum_other = sum2;
+    st.smooth = S(zero);
   }
-  const S s = s_other + exp_nonpos(dy);
+  return st;
+}
+
+/// The finish: the loss from the statistics and, with HasGrad, pass 3 (the gradient). Stored:
+/// the gradient buffer holds exp(x − shift) from the statistics pass; otherwise exp is
+/// recomputed from `src` (capped logits, or logits to cap when Recap).
+template <bool HasGrad, bool General, class G, class T, class Lab>
+void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const Lab& lab,
+                     const strided<const T>& src, bool stored, bool recap, const strided<T>& gr,
+                     const per_dist<const T>& up, const per_dist<T>& losses,
+                     const ce_params<T>& prm, ce_totals& tot) {
+  using S = typename G::state;
+  const T zero(0), one(1);
+  const bool capped = General && prm.cap > 0;
+  const bool smooth = General && prm.smoothing > 0;
+  const bool weighted = General && prm.weights != nullptr;
+  const T eps = prm.smoothing, eps_k = eps / static_cast<T>(prm.k_total);
+  const S shift = row_shift(st.max);
+  const S dy = st.target - shift;
+  const S s = st.sum_other + exp_nonpos(dy);
   const S log_s = row_log_sum(s);
-  const S w_y = weighted ? g.gather(per_class<T>{prm.weights}, lab) : S(one);
-  const T eps = prm.smoothing, eps_k = eps / static_cast<T>(g.k);
+  const S w_y = st.target_weight;
   S ce = S(one - eps) * w_y * (log_s - dy);
-  if (smooth) ce = ce + S(eps_k) * (S(prm.weight_sum) * log_s - sum_wd);
+  if (smooth) ce = ce + S(eps_k) * (st.weight_sum * log_s - st.smooth);
   const S lse = shift + log_s;  // 0 for a fully masked row, whose loss is already +inf
   record_loss(g, keep_valid(lab, ce), keep_valid(lab, S(prm.z) * lse * lse), losses, tot);
 
@@ -157,31 +197,64 @@ void ce_label_group(const G& g, const strided<const T>& x, const per_dist<const 
     const S r_ce = S(prm.grad_ce) * u;
     const S zterm = S(T(2) * prm.z) * S(prm.grad_z) * u * lse;
     const S inv = row_reciprocal(s);
-    const S coef = r_ce * (S(one - eps) * w_y + S(eps_k * prm.weight_sum)) + zterm;
+    const S coef = r_ce * (S(one - eps) * w_y + S(eps_k) * st.weight_sum) + zterm;
     const S b = r_ce * S(eps_k);
-    // Pass 3: the gradient from the stored exps (recomputed when the buffer holds capped logits).
-    g.for_each([&](const auto& io) {
+    const T cap_c = prm.cap, inv_cap = capped ? one / prm.cap : zero;
+    const T* w = prm.weights;
+    // Pass 3: the gradient, from the stored exps or from the logits again.
+    g.for_each([=](const auto& io) {
       using W = decltype(io.splat(coef));
-      const W p =
-          (capped ? exp_nonpos(io.load(src) - io.splat(shift)) : io.load(gr)) * io.splat(inv);
-      W gv = io.splat(coef) * p;
+      W p;
+      if (stored) {
+        p = io.load(gr);
+      } else {
+        W v = io.load(src);
+        if constexpr (General) {
+          if (recap) v = W(cap_c) * detail::tanh(v * W(inv_cap));
+        }
+        p = exp_nonpos(v - io.splat(shift));
+      }
+      W gv = io.splat(coef) * (p * io.splat(inv));
       if constexpr (General) {
-        if (smooth)
-          gv = gv - io.splat(b) * (weighted ? io.load(per_class<T>{prm.weights}) : W(one));
+        if (smooth) gv = gv - io.splat(b) * (weighted ? io.load(per_class<T>{w}) : W(one));
         if (capped) {
-          const W t = io.load(src) * W(inv_cap);
+          W c = io.load(src);
+          if (recap) c = W(cap_c) * detail::tanh(c * W(inv_cap));
+          const W t = c * W(inv_cap);
           gv = gv * fma(-t, t, W(one));
         }
       }
       io.store(gr, keep_valid(lab, gv));
     });
-    S gy = zterm - coef * (s_other * inv) + r_ce * S(eps_k) * (S(prm.weight_sum) - w_y);
+    // The label's entry: p_y − 1 = −Σ_{c≠y} p_c, so a confident prediction keeps its gradient.
+    S gy = zterm - coef * (st.sum_other * inv) + r_ce * S(eps_k) * (st.weight_sum - w_y);
     if (capped) {
-      const S t = xy * S(inv_cap);
+      const S t = st.target * S(inv_cap);
       gy = gy * fma(-t, t, S(one));
     }
     g.scatter(gr, lab, gy);
   }
+}
+
+/// One group of distributions with class-index labels, fused: statistics, loss, gradient.
+/// General is false when there is no soft-cap, smoothing or weights: the passes then carry
+/// nothing but exp and its sum.
+template <bool HasGrad, bool General, class G, class T, class Lbl>
+void ce_label_group(const G& g, const strided<const T>& x, const per_dist<const Lbl>& y,
+                    const strided<T>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
+                    const ce_params<T>& prm, ce_totals& tot) {
+  using S = typename G::state;
+  const auto lab = g.load_labels(y, prm.labels);
+  if (!any_valid(lab)) {
+    if constexpr (HasGrad) g.for_each([=](const auto& io) { io.store(gr, io.splat(S(0))); });
+    record_loss(g, S(0), S(0), losses, tot);
+    return;
+  }
+  strided<const T> src = x;
+  const auto st = ce_label_stats<HasGrad, General>(g, x, lab, gr, prm, src);
+  const bool capped = General && prm.cap > 0;
+  ce_label_finish<HasGrad, General>(g, st, lab, src, HasGrad && !capped, capped && !HasGrad, gr, up,
+                                    losses, prm, tot);
 }
 
 /// One group of distributions with probability targets of the logits' shape.
@@ -193,14 +266,14 @@ void ce_prob_group(const G& g, const strided<const T>& x, const strided<const T>
   const T zero(0), one(1);
   const bool capped = General && prm.cap > 0;
   const bool weighted = General && prm.weights != nullptr;
-  const T eps = General ? prm.smoothing : zero, eps_k = eps / static_cast<T>(g.k);
+  const T eps = General ? prm.smoothing : zero, eps_k = eps / static_cast<T>(prm.k_total);
   const T inv_cap = capped ? one / prm.cap : zero;
-  const auto cap = [&](const auto& v) {
+  const auto cap = [=](const auto& v) {
     using W = std::decay_t<decltype(v)>;
     return W(prm.cap) * detail::tanh(v * W(inv_cap));
   };
   // w_c t'_c, the weight of class c in the loss.
-  const auto target = [&](const auto& io) {
+  const auto target = [=](const auto& io) {
     auto tv = io.load(t);
     using W = std::decay_t<decltype(tv)>;
     if constexpr (General) {
@@ -210,7 +283,7 @@ void ce_prob_group(const G& g, const strided<const T>& x, const strided<const T>
     return tv;
   };
 
-  const S m = g.reduce_max([&](const auto& io) {
+  const S m = g.reduce_max([=](const auto& io) {
     auto v = io.load(x);
     if constexpr (General) {
       if (capped) {
@@ -224,7 +297,7 @@ void ce_prob_group(const G& g, const strided<const T>& x, const strided<const T>
   const bool recap = capped && !HasGrad;
   const S shift = row_shift(m);
 
-  const auto sum3 = g.reduce_sum([&](const auto& io) {
+  const auto sum3 = g.reduce_sum([=](const auto& io) {
     auto v = io.load(src);
     if constexpr (General) {
       if (recap) v = cap(v);
@@ -248,7 +321,7 @@ void ce_prob_group(const G& g, const strided<const T>& x, const strided<const T>
     const S r_ce = S(prm.grad_ce) * u;
     const S coef = r_ce * tw + S(T(2) * prm.z) * S(prm.grad_z) * u * lse;
     const S inv = row_reciprocal(s);
-    g.for_each([&](const auto& io) {
+    g.for_each([=](const auto& io) {
       using W = decltype(io.splat(coef));
       const W p =
           (capped ? exp_nonpos(io.load(src) - io.splat(shift)) : io.load(gr)) * io.splat(inv);
@@ -288,8 +361,7 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const T> x, per_dis
                                strided<T> grad, per_dist<const T> upstream, per_dist<T> losses,
                                const ce_params<T>& prm) noexcept {
   ce_totals tot;
-  const bool general = prm.cap > 0 || prm.smoothing > 0 || prm.weights != nullptr;
-  with_modes(grad.p != nullptr, general, [&](auto has_grad, auto gen) {
+  with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
     run<Arch, T>(
         n, k,
         [&](const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
@@ -308,8 +380,7 @@ ce_totals cross_entropy_probs(index_t n, index_t k, strided<const T> x, strided<
                               strided<T> grad, per_dist<const T> upstream, per_dist<T> losses,
                               const ce_params<T>& prm) noexcept {
   ce_totals tot;
-  const bool general = prm.cap > 0 || prm.smoothing > 0 || prm.weights != nullptr;
-  with_modes(grad.p != nullptr, general, [&](auto has_grad, auto gen) {
+  with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
     run<Arch, T>(
         n, k,
         [&](const auto& g, const strided<const T>& xi, const strided<const T>& ti,
@@ -318,6 +389,72 @@ ce_totals cross_entropy_probs(index_t n, index_t k, strided<const T> x, strided<
                                                                          tot);
         },
         x, t, grad, upstream, losses);
+  });
+  return tot;
+}
+
+/// Vocabulary-parallel, step 1: the statistics of n distributions over this shard's k classes,
+/// into stats (n rows of ce_stats_width values: max, sum_other, smooth, weight_sum, target,
+/// target_weight). prm.labels.offset/k place the shard in the vocabulary.
+template <class Arch = best_arch, class T, class Lbl>
+void cross_entropy_shard_stats(index_t n, index_t k, strided<const T> x, per_dist<const Lbl> y,
+                               T* stats, const ce_params<T>& prm) noexcept {
+  const strided<T> none{nullptr, x.ds, x.cs};
+  with_modes(false, prm.general(), [&](auto, auto gen) {
+    run<Arch, T>(
+        n, k,
+        [&](const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
+            const per_dist<T>& s0, const per_dist<T>& s1, const per_dist<T>& s2,
+            const per_dist<T>& s3, const per_dist<T>& s4, const per_dist<T>& s5) {
+          strided<const T> src = xi;
+          const auto lab = g.load_labels(yi, prm.labels);
+          const auto st = ce_label_stats<false, decltype(gen)::value>(g, xi, lab, none, prm, src);
+          g.store_out(s0, st.max);
+          g.store_out(s1, st.sum_other);
+          g.store_out(s2, st.smooth);
+          g.store_out(s3, st.weight_sum);
+          g.store_out(s4, st.target);
+          g.store_out(s5, st.target_weight);
+        },
+        x, y, per_dist<T>{stats, ce_stats_width}, per_dist<T>{stats + 1, ce_stats_width},
+        per_dist<T>{stats + 2, ce_stats_width}, per_dist<T>{stats + 3, ce_stats_width},
+        per_dist<T>{stats + 4, ce_stats_width}, per_dist<T>{stats + 5, ce_stats_width});
+  });
+}
+
+/// Vocabulary-parallel, step 3: given the statistics merged over every shard, this shard's
+/// gradient (grad.p may be null: loss only, and then k may be 0) and the loss totals.
+template <class Arch = best_arch, class T, class Lbl>
+ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const T> x,
+                                     per_dist<const Lbl> y, const T* stats, strided<T> grad,
+                                     per_dist<const T> upstream, per_dist<T> losses,
+                                     const ce_params<T>& prm) noexcept {
+  ce_totals tot;
+  with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
+    run<Arch, T>(
+        n, k,
+        [&](const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
+            const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li,
+            const per_dist<const T>& s0, const per_dist<const T>& s1, const per_dist<const T>& s2,
+            const per_dist<const T>& s3, const per_dist<const T>& s4, const per_dist<const T>& s5) {
+          using S = typename std::decay_t<decltype(g)>::state;
+          const auto lab = g.load_labels(yi, prm.labels);
+          if (!any_valid(lab)) {
+            if constexpr (decltype(has_grad)::value)
+              g.for_each([=](const auto& io) { io.store(gi, io.splat(S(0))); });
+            record_loss(g, S(0), S(0), li, tot);
+            return;
+          }
+          const ce_stats<S> st{g.load_out(s0), g.load_out(s1), g.load_out(s2),
+                               g.load_out(s3), g.load_out(s4), g.load_out(s5)};
+          const bool capped = decltype(gen)::value && prm.cap > 0;
+          ce_label_finish<decltype(has_grad)::value, decltype(gen)::value>(
+              g, st, lab, xi, false, capped, gi, ui, li, prm, tot);
+        },
+        x, y, grad, upstream, losses, per_dist<const T>{stats, ce_stats_width},
+        per_dist<const T>{stats + 1, ce_stats_width}, per_dist<const T>{stats + 2, ce_stats_width},
+        per_dist<const T>{stats + 3, ce_stats_width}, per_dist<const T>{stats + 4, ce_stats_width},
+        per_dist<const T>{stats + 5, ce_stats_width});
   });
   return tot;
 }

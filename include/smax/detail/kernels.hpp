@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <utility>
 
 namespace smax::detail {
@@ -22,7 +23,8 @@ struct strided {
   T* p;
   index_t ds;
   index_t cs;
-  strided at(index_t i) const noexcept { return {p + i * ds, ds, cs}; }
+  // A null array (an output nobody asked for) stays null.
+  strided at(index_t i) const noexcept { return {p ? p + i * ds : p, ds, cs}; }
 };
 
 /// One value per distribution: the value of distribution i is p[i * stride].
@@ -30,7 +32,7 @@ template <class T>
 struct per_dist {
   T* p;
   index_t stride;
-  per_dist at(index_t i) const noexcept { return {p + i * stride, stride}; }
+  per_dist at(index_t i) const noexcept { return {p ? p + i * stride : p, stride}; }
 };
 
 /// A per-class array shared by every distribution (class weights): element j is p[j].
@@ -103,13 +105,23 @@ class pairwise_sum {
 // ---- class labels (cross-entropy)
 // -----------------------------------------------------------------
 
-/// The label of one distribution; y is 0 (a safe index) when the label is ignored.
+/// How raw labels map to this kernel's classes: rows labelled `ignore` do not count; the kernel
+/// sees classes [offset, offset + k) of the full vocabulary (a shard; offset 0 and all classes
+/// otherwise).
+struct label_spec {
+  index_t ignore;
+  index_t offset;
+  index_t k;
+};
+
+/// The label of one distribution: valid when the row counts; y is the label's index among this
+/// kernel's classes, or -1 when the row is ignored or its label lies in another shard.
 struct one_label {
   index_t y;
   bool valid;
 };
 
-/// The labels of the distributions in the lanes of a vector (ignored lanes hold class 0).
+/// The labels of the distributions in the lanes of a vector (as one_label, lane by lane).
 template <class V>
 struct lane_labels {
   using T = scalar_of<V>;
@@ -122,9 +134,11 @@ struct lane_labels {
 };
 
 template <class Lbl>
-one_label make_label(Lbl raw, index_t ignore) noexcept {
+one_label make_label(Lbl raw, const label_spec& spec) noexcept {
   const auto y = static_cast<index_t>(raw);
-  return {y == ignore ? 0 : y, y != ignore};
+  if (y == spec.ignore) return {-1, false};
+  const index_t local = y - spec.offset;
+  return {local >= 0 && local < spec.k ? local : -1, true};
 }
 
 inline bool any_valid(const one_label& lab) noexcept { return lab.valid; }
@@ -133,8 +147,8 @@ bool any_valid(const lane_labels<V>& lab) noexcept {
   return xsimd::any(lab.valid);
 }
 
-/// v where the label is valid, 0 where it is ignored (single distributions with an ignored
-/// label never get this far).
+/// v where the row counts, 0 where it is ignored (single distributions with an ignored label
+/// never get this far).
 template <class W>
 W keep_valid(const one_label&, const W& v) noexcept {
   return v;
@@ -185,6 +199,54 @@ struct contiguous_io {
   }
 };
 
+/// The last rem < lanes<V> elements of a contiguous distribution, seen as one vector: loads
+/// fill the missing lanes with 0 and stores write the rem elements only (masked where the ISA
+/// allows). The group masks the padding lanes out of every reduction, so one vector op replaces
+/// rem scalar ones (rem scalar exps were the largest per-row cost at moderate K).
+template <class V>
+struct partial_io {
+  using T = scalar_of<V>;
+  index_t j, rem;
+  template <class U>
+  V load(const strided<U>& a) const noexcept {
+    return load_partial<V>(a.p + j, rem);
+  }
+  template <class U>
+  V load(const per_class<U>& a) const noexcept {
+    return load_partial<V>(a.p + j, rem);
+  }
+  template <class U>
+  void store(const strided<U>& a, const V& v) const noexcept {
+    store_partial(a.p + j, v, rem);
+  }
+  V splat(T s) const noexcept { return V(s); }
+  auto is_class(const one_label& lab) const noexcept {
+    const index_t d = lab.y - j;
+    if (d < 0 || d >= rem) return typename V::batch_bool_type(false);
+    return detail::load<V>(lane_index<T>::values) == V(static_cast<T>(d));
+  }
+};
+
+/// The lanes of a partial vector that hold data.
+template <class V>
+auto tail_mask(index_t rem) noexcept {
+  using T = scalar_of<V>;
+  return detail::load<V>(lane_index<T>::values) < V(static_cast<T>(rem));
+}
+template <class M, class V>
+V zero_unless(const M& mask, const V& v) noexcept {
+  return select(mask, v, V(scalar_of<V>(0)));
+}
+template <class M, class W, int N>
+sums<W, N> zero_unless(const M& mask, const sums<W, N>& v) noexcept {
+  sums<W, N> r;
+  for (int i = 0; i < N; ++i) r.v[i] = zero_unless(mask, v.v[i]);
+  return r;
+}
+
+// Every loop body f is taken, and captures, by value: xsimd's stores are may-alias, so a body that
+// referred to its pointers or its row scalars through memory would have them reloaded after every
+// store; copied into the loop, they stay in registers.
 template <class V>
 struct contiguous_group {
   using T = scalar_of<V>;
@@ -193,66 +255,60 @@ struct contiguous_group {
   index_t k;
 
   template <class F>
-  T reduce_max(F&& f) const {
-    T m = -std::numeric_limits<T>::infinity();
+  T reduce_max(F f) const {
+    const V lowest(-std::numeric_limits<T>::infinity());
+    V a0 = lowest, a1 = lowest, a2 = lowest, a3 = lowest;
     index_t j = 0;
-    if (k >= L) {
-      V a0(m), a1(m), a2(m), a3(m);
-      for (; j + 4 * L <= k; j += 4 * L) {
-        a0 = max(a0, f(contiguous_io<V>{j}));
-        a1 = max(a1, f(contiguous_io<V>{j + L}));
-        a2 = max(a2, f(contiguous_io<V>{j + 2 * L}));
-        a3 = max(a3, f(contiguous_io<V>{j + 3 * L}));
-      }
-      for (; j + L <= k; j += L) a0 = max(a0, f(contiguous_io<V>{j}));
-      m = hmax(max(max(a0, a1), max(a2, a3)));
+    for (; j + 4 * L <= k; j += 4 * L) {
+      a0 = max(a0, f(contiguous_io<V>{j}));
+      a1 = max(a1, f(contiguous_io<V>{j + L}));
+      a2 = max(a2, f(contiguous_io<V>{j + 2 * L}));
+      a3 = max(a3, f(contiguous_io<V>{j + 3 * L}));
     }
-    for (; j < k; ++j) m = max(m, f(contiguous_io<T>{j}));
-    return m;
+    for (; j + L <= k; j += L) a0 = max(a0, f(contiguous_io<V>{j}));
+    if constexpr (!is_scalar_v<V>) {
+      if (j < k) a1 = max(a1, select(tail_mask<V>(k - j), f(partial_io<V>{j, k - j}), lowest));
+    }
+    return hmax(max(max(a0, a1), max(a2, a3)));
   }
 
-  /// Sum of f over the distribution; f returns a vector (or sums<vector, N>) for full vectors
-  /// and a scalar (or sums<scalar, N>) for the remainder.
+  /// Sum of f over the distribution (f returns a vector, or sums<vector, N> for several sums),
+  /// in blocks of 16 vectors summed pairwise.
   template <class F>
-  auto reduce_sum(F&& f) const {
-    using RV = decltype(f(contiguous_io<V>{0}));
-    using RT = decltype(f(contiguous_io<T>{0}));
-    RT s = zero<RT>();
+  auto reduce_sum(F f) const {
+    using R = decltype(f(contiguous_io<V>{0}));
+    pairwise_sum<R> acc;
+    constexpr index_t block = 16 * L;  // 4 independent accumulators x 4 steps
     index_t j = 0;
-    if (k >= L) {
-      pairwise_sum<RV> acc;
-      constexpr index_t block = 16 * L;  // 4 independent accumulators x 4 steps
-      for (; j + block <= k; j += block) {
-        RV a0 = f(contiguous_io<V>{j}), a1 = f(contiguous_io<V>{j + L});
-        RV a2 = f(contiguous_io<V>{j + 2 * L}), a3 = f(contiguous_io<V>{j + 3 * L});
-        for (index_t jj = j + 4 * L; jj < j + block; jj += 4 * L) {
-          a0 = a0 + f(contiguous_io<V>{jj});
-          a1 = a1 + f(contiguous_io<V>{jj + L});
-          a2 = a2 + f(contiguous_io<V>{jj + 2 * L});
-          a3 = a3 + f(contiguous_io<V>{jj + 3 * L});
-        }
-        acc.add((a0 + a1) + (a2 + a3));
+    for (; j + block <= k; j += block) {
+      R a0 = f(contiguous_io<V>{j}), a1 = f(contiguous_io<V>{j + L});
+      R a2 = f(contiguous_io<V>{j + 2 * L}), a3 = f(contiguous_io<V>{j + 3 * L});
+      for (index_t jj = j + 4 * L; jj < j + block; jj += 4 * L) {
+        a0 = a0 + f(contiguous_io<V>{jj});
+        a1 = a1 + f(contiguous_io<V>{jj + L});
+        a2 = a2 + f(contiguous_io<V>{jj + 2 * L});
+        a3 = a3 + f(contiguous_io<V>{jj + 3 * L});
       }
-      if (j + L <= k) {
-        RV a = f(contiguous_io<V>{j});
-        for (j += L; j + L <= k; j += L) a = a + f(contiguous_io<V>{j});
-        acc.add(a);
-      }
-      s = hsum(acc.total());
+      acc.add((a0 + a1) + (a2 + a3));
     }
     if (j < k) {
-      RT tail = f(contiguous_io<T>{j});
-      for (++j; j < k; ++j) tail = tail + f(contiguous_io<T>{j});
-      s = s + tail;
+      R a = zero<R>();
+      for (; j + L <= k; j += L) a = a + f(contiguous_io<V>{j});
+      if constexpr (!is_scalar_v<V>) {
+        if (j < k) a = a + zero_unless(tail_mask<V>(k - j), f(partial_io<V>{j, k - j}));
+      }
+      acc.add(a);
     }
-    return s;
+    return hsum(acc.total());
   }
 
   template <class F>
-  void for_each(F&& f) const {
+  void for_each(F f) const {
     index_t j = 0;
     for (; j + L <= k; j += L) f(contiguous_io<V>{j});
-    for (; j < k; ++j) f(contiguous_io<T>{j});
+    if constexpr (!is_scalar_v<V>) {
+      if (j < k) f(partial_io<V>{j, k - j});
+    }
   }
 
   void store_out(const per_dist<T>& out, T v) const noexcept { *out.p = v; }
@@ -262,21 +318,23 @@ struct contiguous_group {
   }
 
   template <class Lbl>
-  one_label load_labels(const per_dist<const Lbl>& y, index_t ignore) const noexcept {
-    return make_label(*y.p, ignore);
+  one_label load_labels(const per_dist<const Lbl>& y, const label_spec& spec) const noexcept {
+    return make_label(*y.p, spec);
   }
-  /// a[label]: the labelled class's element of the distribution.
+  /// a[label]: the labelled class's element of the distribution (0 when it is not here).
   template <class U>
   T gather(const strided<U>& a, const one_label& lab) const noexcept {
-    return a.p[lab.y * a.cs];
+    return lab.y >= 0 ? static_cast<T>(a.p[lab.y * a.cs]) : T(0);
   }
   template <class U>
   T gather(const per_class<U>& a, const one_label& lab) const noexcept {
-    return a.p[lab.y];
+    return lab.y >= 0 ? static_cast<T>(a.p[lab.y]) : T(0);
   }
   void scatter(const strided<T>& a, const one_label& lab, T v) const noexcept {
-    if (lab.valid) a.p[lab.y * a.cs] = v;
+    if (lab.y >= 0) a.p[lab.y * a.cs] = v;
   }
+  /// 1 where the label is among this kernel's classes, else 0.
+  T label_here(const one_label& lab) const noexcept { return lab.y >= 0 ? T(1) : T(0); }
   /// f(0, v): a single distribution's value.
   template <class F>
   void each_lane(const T& v, F&& f) const {
@@ -319,7 +377,7 @@ struct across_group {
   index_t k;
 
   template <class F>
-  V reduce_max(F&& f) const {
+  V reduce_max(F f) const {
     const V lowest(-std::numeric_limits<T>::infinity());
     V a0 = lowest, a1 = lowest, a2 = lowest, a3 = lowest;
     index_t j = 0;
@@ -334,7 +392,7 @@ struct across_group {
   }
 
   template <class F>
-  auto reduce_sum(F&& f) const {
+  auto reduce_sum(F f) const {
     using R = decltype(f(across_io<V>{0}));
     pairwise_sum<R> acc;
     constexpr index_t block = 16;  // 4 independent accumulators x 4 classes
@@ -359,7 +417,7 @@ struct across_group {
   }
 
   template <class F>
-  void for_each(F&& f) const {
+  void for_each(F f) const {
     for (index_t j = 0; j < k; ++j) f(across_io<V>{j});
   }
 
@@ -382,16 +440,16 @@ struct across_group {
   using labels_t = std::conditional_t<is_scalar_v<V>, one_label, lane_labels<V>>;
 
   template <class Lbl>
-  labels_t load_labels(const per_dist<const Lbl>& y, index_t ignore) const noexcept {
+  labels_t load_labels(const per_dist<const Lbl>& y, const label_spec& spec) const noexcept {
     if constexpr (is_scalar_v<V>) {
-      return make_label(*y.p, ignore);
+      return make_label(*y.p, spec);
     } else {
       using I = typename lane_labels<V>::I;
       labels_t lab;
       alignas(64) I ys[L];
       alignas(64) T ok[L];
       for (index_t l = 0; l < L; ++l) {
-        const one_label one = make_label(y.p[l * y.stride], ignore);
+        const one_label one = make_label(y.p[l * y.stride], spec);
         lab.y[l] = one.y;
         ys[l] = static_cast<I>(one.y);
         ok[l] = one.valid ? T(1) : T(0);
@@ -401,27 +459,36 @@ struct across_group {
       return lab;
     }
   }
-  /// a[label] per lane.
+  /// a[label] per lane (0 in lanes whose label is not here).
   template <class A>
   V gather(const A& a, const labels_t& lab) const noexcept {
     if constexpr (is_scalar_v<V>) {
-      return a.p[lab.y * class_step(a)];
+      return lab.y >= 0 ? static_cast<T>(a.p[lab.y * class_step(a)]) : T(0);
     } else {
       alignas(64) T buf[L];
-      for (index_t l = 0; l < L; ++l) buf[l] = a.p[l * lane_step(a) + lab.y[l] * class_step(a)];
+      for (index_t l = 0; l < L; ++l)
+        buf[l] =
+            lab.y[l] >= 0 ? static_cast<T>(a.p[l * lane_step(a) + lab.y[l] * class_step(a)]) : T(0);
       return detail::load<V>(buf);
     }
   }
   void scatter(const strided<T>& a, const labels_t& lab, const V& v) const noexcept {
     if constexpr (is_scalar_v<V>) {
-      if (lab.valid) a.p[lab.y * a.cs] = v;
+      if (lab.y >= 0) a.p[lab.y * a.cs] = v;
     } else {
       alignas(64) T buf[L];
-      alignas(64) T ok[L];
       detail::store(buf, v);
-      detail::store(ok, xsimd::select(lab.valid, V(T(1)), V(T(0))));
       for (index_t l = 0; l < L; ++l)
-        if (ok[l] != T(0)) a.p[l * a.ds + lab.y[l] * a.cs] = buf[l];
+        if (lab.y[l] >= 0) a.p[l * a.ds + lab.y[l] * a.cs] = buf[l];
+    }
+  }
+  V label_here(const labels_t& lab) const noexcept {
+    if constexpr (is_scalar_v<V>) {
+      return lab.y >= 0 ? T(1) : T(0);
+    } else {
+      alignas(64) T buf[L];
+      for (index_t l = 0; l < L; ++l) buf[l] = lab.y[l] >= 0 ? T(1) : T(0);
+      return detail::load<V>(buf);
     }
   }
   /// f(lane, value) for each lane, in order.
@@ -485,19 +552,74 @@ path path_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
   return path::scalar;
 }
 
+/// Rows in lanes: contiguous distributions this short are processed lanes<V> at a time, transposed
+/// into a stack tile so that each vector holds one class of lanes<V> distributions, by the across
+/// group: no horizontal reductions, no partial vectors, every lane busy.
+inline constexpr index_t small_k_max = 16;
+
+/// How run() hands an array to a rows-in-lanes tile: inputs are copied in transposed, outputs are
+/// computed in the tile and copied back; per-distribution and per-class arrays pass through.
+template <class A, index_t L>
+struct tile_slot {
+  A in(const A& a, index_t) noexcept { return a; }
+  void out(index_t) noexcept {}
+};
+template <class T, index_t L>
+struct tile_slot<strided<const T>, L> {
+  alignas(64) T buf[small_k_max * L];
+  strided<const T> in(const strided<const T>& a, index_t k) noexcept {
+    for (index_t l = 0; l < L; ++l)
+      for (index_t j = 0; j < k; ++j) buf[j * L + l] = a.p[l * a.ds + j];
+    return {buf, 1, L};
+  }
+  void out(index_t) noexcept {}
+};
+template <class T, index_t L>
+struct tile_slot<strided<T>, L> {
+  alignas(64) T buf[small_k_max * L];
+  strided<T> dst{nullptr, 0, 0};
+  strided<T> in(const strided<T>& a, index_t) noexcept {
+    dst = a;
+    return a.p == nullptr ? a : strided<T>{buf, 1, L};
+  }
+  void out(index_t k) noexcept {
+    if (dst.p == nullptr) return;
+    for (index_t l = 0; l < L; ++l)
+      for (index_t j = 0; j < k; ++j) dst.p[l * dst.ds + j] = buf[j * L + l];
+  }
+};
+
+template <class V, class Op, class Tuple, class... Arrays, std::size_t... I>
+void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slots, std::index_sequence<I...>,
+               const Arrays&... arrays) {
+  constexpr index_t L = lanes<V>;
+  const across_group<V> g{k};
+  for (; i + L <= n; i += L) {
+    op(g, std::get<I>(slots).in(arrays.at(i), k)...);
+    (std::get<I>(slots).out(k), ...);
+  }
+}
+
 /// Runs `op(group, arrays.at(i)...)` over the n distributions of k classes: one contiguous
-/// group per distribution, or lanes<V> neighbouring distributions per group (the remainder one
-/// at a time), or, for any other layout, one scalar at a time.
+/// group per distribution (or rows-in-lanes tiles when k is small), or lanes<V> neighbouring
+/// distributions per group (the remainder one at a time), or, for any other layout, one scalar
+/// at a time.
 template <class Arch, class T, class Op, class... Arrays>
 inline void run(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   using V = vec_t<T, Arch>;
   const path how = path_of(n, k, arrays...);
+  index_t i = 0;
   if (how == path::contiguous) {
+    if constexpr (!is_scalar_v<V>) {
+      if (k > 1 && k <= small_k_max && n >= lanes<V>) {
+        std::tuple<tile_slot<Arrays, lanes<V>>...> slots;
+        run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
+      }
+    }
     const contiguous_group<V> g{k};
-    for (index_t i = 0; i < n; ++i) op(g, arrays.at(i)...);
+    for (; i < n; ++i) op(g, arrays.at(i)...);
     return;
   }
-  index_t i = 0;
   if (how == path::across) {
     const across_group<V> g{k};
     for (; i + lanes<V> <= n; i += lanes<V>) op(g, arrays.at(i)...);
@@ -517,15 +639,15 @@ void softmax(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
   run<Arch, T>(
       n, k,
       [](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
-        const auto m = g.reduce_max([&](const auto& io) { return io.load(xi); });
+        const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
-        const auto s = g.reduce_sum([&](const auto& io) {
+        const auto s = g.reduce_sum([=](const auto& io) {
           const auto e = exp_nonpos(io.load(xi) - io.splat(shift));
           io.store(yi, e);
           return e;
         });
         const auto inv = row_reciprocal(s);
-        g.for_each([&](const auto& io) { io.store(yi, io.load(yi) * io.splat(inv)); });
+        g.for_each([=](const auto& io) { io.store(yi, io.load(yi) * io.splat(inv)); });
       },
       x, y);
 }
@@ -536,12 +658,12 @@ void log_softmax(index_t n, index_t k, strided<const T> x, strided<T> y) noexcep
   run<Arch, T>(
       n, k,
       [](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
-        const auto m = g.reduce_max([&](const auto& io) { return io.load(xi); });
+        const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
-            g.reduce_sum([&](const auto& io) { return exp_nonpos(io.load(xi) - io.splat(shift)); });
+            g.reduce_sum([=](const auto& io) { return exp_nonpos(io.load(xi) - io.splat(shift)); });
         const auto log_sum = row_log_sum(s);
-        g.for_each([&](const auto& io) {
+        g.for_each([=](const auto& io) {
           io.store(yi, (io.load(xi) - io.splat(shift)) - io.splat(log_sum));
         });
       },
@@ -554,12 +676,12 @@ void logsumexp(index_t n, index_t k, strided<const T> x, per_dist<T> out) noexce
   run<Arch, T>(
       n, k,
       [](const auto& g, const strided<const T>& xi, const per_dist<T>& oi) {
-        const auto m = g.reduce_max([&](const auto& io) { return io.load(xi); });
+        const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
-            g.reduce_sum([&](const auto& io) { return exp_nonpos(io.load(xi) - io.splat(shift)); });
+            g.reduce_sum([=](const auto& io) { return exp_nonpos(io.load(xi) - io.splat(shift)); });
         g.store_out(oi, lse_of(m, s, [&] {
-                      return g.reduce_sum([&](const auto& io) {
+                      return g.reduce_sum([=](const auto& io) {
                         const auto v = io.load(xi);
                         using W = std::decay_t<decltype(v)>;
                         return select(v != v, W(T(1)), W(T(0)));
@@ -577,9 +699,9 @@ void softmax_backward(index_t n, index_t k, strided<const T> y, strided<const T>
       n, k,
       [](const auto& g, const strided<const T>& yi, const strided<const T>& dyi,
          const strided<T>& dxi) {
-        const auto dot = g.reduce_sum([&](const auto& io) { return io.load(yi) * io.load(dyi); });
+        const auto dot = g.reduce_sum([=](const auto& io) { return io.load(yi) * io.load(dyi); });
         g.for_each(
-            [&](const auto& io) { io.store(dxi, io.load(yi) * (io.load(dyi) - io.splat(dot))); });
+            [=](const auto& io) { io.store(dxi, io.load(yi) * (io.load(dyi) - io.splat(dot))); });
       },
       y, dy, dx);
 }
@@ -593,8 +715,8 @@ void log_softmax_backward(index_t n, index_t k, strided<const T> logp, strided<c
       n, k,
       [](const auto& g, const strided<const T>& li, const strided<const T>& dli,
          const strided<T>& dxi) {
-        const auto s = g.reduce_sum([&](const auto& io) { return io.load(dli); });
-        g.for_each([&](const auto& io) {
+        const auto s = g.reduce_sum([=](const auto& io) { return io.load(dli); });
+        g.for_each([=](const auto& io) {
           const auto lp = io.load(li);
           using W = std::decay_t<decltype(lp)>;
           // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.

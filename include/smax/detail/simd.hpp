@@ -87,6 +87,88 @@ inline V splat(scalar_of<V> s) noexcept {
   return V(s);
 }
 
+#if XSIMD_WITH_AVX
+/// The AVX mask selecting the first rem lanes: a window into [-1 x 8, 0 x 8].
+template <class I>
+inline __m256i avx_mask(index_t rem) noexcept {
+  static constexpr I ones_then_zeros[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  constexpr index_t n = 32 / sizeof(I);
+  return _mm256_loadu_si256(
+      reinterpret_cast<const __m256i*>(ones_then_zeros + 8 - (rem < n ? rem : n)));
+}
+#endif
+
+/// The first rem (0 < rem < lanes) elements at p in the low lanes, the others 0; reads nothing
+/// at or beyond p + rem. AVX and AVX-512 have masked loads; elsewhere a zero-padded buffer.
+template <class V>
+inline V load_partial(const scalar_of<V>* p, index_t rem) noexcept {
+  using T = scalar_of<V>;
+  if constexpr (!is_scalar_v<V>) {
+    using A [[maybe_unused]] = typename V::arch_type;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      const auto m = static_cast<unsigned>((1u << rem) - 1u);
+      if constexpr (sizeof(T) == 4) {
+        return _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), p);
+      } else {
+        return _mm512_maskz_loadu_pd(static_cast<__mmask8>(m), p);
+      }
+    }
+#endif
+#if XSIMD_WITH_AVX
+    if constexpr (std::is_base_of<xsimd::avx, A>::value) {
+      if constexpr (sizeof(T) == 4) {
+        return _mm256_maskload_ps(p, avx_mask<std::int32_t>(rem));
+      } else {
+        return _mm256_maskload_pd(p, avx_mask<std::int64_t>(rem));
+      }
+    }
+#endif
+    alignas(64) T buf[lanes<V>] = {};
+    for (index_t l = 0; l < rem; ++l) buf[l] = p[l];
+    return V::load_aligned(buf);
+  } else {
+    (void)rem;
+    return *p;
+  }
+}
+
+/// Stores the first rem (0 < rem < lanes) lanes of v at p; writes nothing else.
+template <class V>
+inline void store_partial(scalar_of<V>* p, const V& v, index_t rem) noexcept {
+  using T = scalar_of<V>;
+  if constexpr (!is_scalar_v<V>) {
+    using A [[maybe_unused]] = typename V::arch_type;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      const auto m = static_cast<unsigned>((1u << rem) - 1u);
+      if constexpr (sizeof(T) == 4) {
+        _mm512_mask_storeu_ps(p, static_cast<__mmask16>(m), v);
+      } else {
+        _mm512_mask_storeu_pd(p, static_cast<__mmask8>(m), v);
+      }
+      return;
+    }
+#endif
+#if XSIMD_WITH_AVX
+    if constexpr (std::is_base_of<xsimd::avx, A>::value) {
+      if constexpr (sizeof(T) == 4) {
+        _mm256_maskstore_ps(p, avx_mask<std::int32_t>(rem), v);
+      } else {
+        _mm256_maskstore_pd(p, avx_mask<std::int64_t>(rem), v);
+      }
+      return;
+    }
+#endif
+    alignas(64) T buf[lanes<V>];
+    v.store_aligned(buf);
+    for (index_t l = 0; l < rem; ++l) p[l] = buf[l];
+  } else {
+    (void)rem;
+    *p = v;
+  }
+}
+
 // ---- arithmetic ---------------------------------------------------------------------------------
 
 /// a * b + c, fused where the instruction set has FMA (xsimd emulates it with two roundings
