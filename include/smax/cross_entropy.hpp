@@ -248,14 +248,14 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   if constexpr (labels) {
     using Lbl = std::remove_const_t<scalar_t<Y>>;
     const per_dist<const Lbl> yv = vector_view(target);
-    tot = cross_entropy_labels<best_arch>(n, k, x, yv, g, up, lv, prm);
+    tot = cross_entropy_labels<best_arch>(n, k, x, yv, g, up, lv, prm, thread_count());
   } else {
     strided<const T> t = tv;
     if (path_of(n, k, x, t) != path_of(n, k, x)) {
       target_tmp = target;
       t = dist_view(std::as_const(target_tmp), true);
     }
-    tot = cross_entropy_probs<best_arch>(n, k, x, t, g, up, lv, prm);
+    tot = cross_entropy_probs<best_arch>(n, k, x, t, g, up, lv, prm, thread_count());
   }
   if constexpr (!std::is_same<G, std::nullptr_t>::value) {
     if (copy_grad) *grad = grad_tmp;
@@ -305,7 +305,8 @@ struct shard_job {
     const ce_params<T> prm = params(w);
     using Lbl = std::remove_const_t<scalar_t<Y>>;
     cross_entropy_shard_stats<best_arch>(n, k, dist_view(logits, true),
-                                         per_dist<const Lbl>(vector_view(labels)), out, prm);
+                                         per_dist<const Lbl>(vector_view(labels)), out, prm,
+                                         thread_count());
   }
 
   template <class S, class G>
@@ -346,7 +347,7 @@ struct shard_job {
     using Lbl = std::remove_const_t<scalar_t<Y>>;
     const ce_totals tot = cross_entropy_shard_finish<best_arch>(
         n, k, x, per_dist<const Lbl>(vector_view(labels)), merged.data(), g,
-        per_dist<const T>{nullptr, 0}, per_dist<T>{nullptr, 0}, prm);
+        per_dist<const T>{nullptr, 0}, per_dist<T>{nullptr, 0}, prm, thread_count());
     if (grad != nullptr && grad_tmp.size() != 0) *grad = grad_tmp;
     return reduce_loss(tot, mean, weight_of_valid, valid_rows, opt.z_loss);
   }

@@ -48,7 +48,7 @@ struct softmax_kernel {
   static constexpr bool elementwise = true;
   template <class T>
   static void apply(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
-    detail::softmax<best_arch>(n, k, x, y);
+    detail::softmax<best_arch>(n, k, x, y, thread_count());
   }
 };
 struct log_softmax_kernel {
@@ -56,7 +56,7 @@ struct log_softmax_kernel {
   static constexpr bool elementwise = true;
   template <class T>
   static void apply(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
-    detail::log_softmax<best_arch>(n, k, x, y);
+    detail::log_softmax<best_arch>(n, k, x, y, thread_count());
   }
 };
 struct logsumexp_kernel {
@@ -64,7 +64,7 @@ struct logsumexp_kernel {
   static constexpr bool elementwise = false;
   template <class T>
   static void apply(index_t n, index_t k, strided<const T> x, per_dist<T> out) noexcept {
-    detail::logsumexp<best_arch>(n, k, x, out);
+    detail::logsumexp<best_arch>(n, k, x, out, thread_count());
   }
 };
 struct softmax_backward_kernel {
@@ -73,7 +73,7 @@ struct softmax_backward_kernel {
   template <class T>
   static void apply(index_t n, index_t k, strided<const T> y, strided<const T> dy,
                     strided<T> dx) noexcept {
-    detail::softmax_backward<best_arch>(n, k, y, dy, dx);
+    detail::softmax_backward<best_arch>(n, k, y, dy, dx, thread_count());
   }
 };
 struct log_softmax_backward_kernel {
@@ -82,7 +82,7 @@ struct log_softmax_backward_kernel {
   template <class T>
   static void apply(index_t n, index_t k, strided<const T> logp, strided<const T> dlogp,
                     strided<T> dx) noexcept {
-    detail::log_softmax_backward<best_arch>(n, k, logp, dlogp, dx);
+    detail::log_softmax_backward<best_arch>(n, k, logp, dlogp, dx, thread_count());
   }
 };
 

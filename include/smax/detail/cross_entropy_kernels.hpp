@@ -62,6 +62,20 @@ struct ce_totals {
   exact_sum ce, z;
 };
 
+/// One ce_totals per chunk of rows (per thread), merged in chunk order.
+struct chunk_totals {
+  ce_totals chunk[max_threads];
+  int chunks = 1;
+  ce_totals merged() const noexcept {
+    ce_totals all = chunk[0];
+    for (int c = 1; c < chunks; ++c) {
+      all.ce.add(chunk[c].ce.value());
+      all.z.add(chunk[c].z.value());
+    }
+    return all;
+  }
+};
+
 template <class G, class T>
 void record_loss(const G& g, const typename G::state& ce, const typename G::state& zl,
                  const per_dist<T>& losses, ce_totals& tot) {
@@ -359,19 +373,22 @@ void with_modes(bool has_grad, bool general, F&& f) {
 template <class Arch = best_arch, class T, class Lbl>
 ce_totals cross_entropy_labels(index_t n, index_t k, strided<const T> x, per_dist<const Lbl> y,
                                strided<T> grad, per_dist<const T> upstream, per_dist<T> losses,
-                               const ce_params<T>& prm) noexcept {
-  ce_totals tot;
+                               const ce_params<T>& prm, int threads = 1) noexcept {
+  chunk_totals tots;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
-    run<Arch, T>(
-        n, k,
-        [&](const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
-            const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li) {
-          ce_label_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, yi, gi, ui, li,
-                                                                          prm, tot);
+    tots.chunks = run_threads<Arch, T>(
+        n, k, threads,
+        [&](int chunk) {
+          return [&prm, &tot = tots.chunk[chunk]](
+                     const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
+                     const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li) {
+            ce_label_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, yi, gi, ui, li,
+                                                                            prm, tot);
+          };
         },
         x, y, grad, upstream, losses);
   });
-  return tot;
+  return tots.merged();
 }
 
 /// Fused cross-entropy with probability targets t of x's shape; arguments as above.
@@ -398,14 +415,15 @@ ce_totals cross_entropy_probs(index_t n, index_t k, strided<const T> x, strided<
 /// target_weight). prm.labels.offset/k place the shard in the vocabulary.
 template <class Arch = best_arch, class T, class Lbl>
 void cross_entropy_shard_stats(index_t n, index_t k, strided<const T> x, per_dist<const Lbl> y,
-                               T* stats, const ce_params<T>& prm) noexcept {
+                               T* stats, const ce_params<T>& prm, int threads = 1) noexcept {
   const strided<T> none{nullptr, x.ds, x.cs};
   with_modes(false, prm.general(), [&](auto, auto gen) {
-    run<Arch, T>(
-        n, k,
-        [&](const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
-            const per_dist<T>& s0, const per_dist<T>& s1, const per_dist<T>& s2,
-            const per_dist<T>& s3, const per_dist<T>& s4, const per_dist<T>& s5) {
+    run_threads<Arch, T>(
+        n, k, threads,
+        every_chunk([&prm, none](
+                        const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
+                        const per_dist<T>& s0, const per_dist<T>& s1, const per_dist<T>& s2,
+                        const per_dist<T>& s3, const per_dist<T>& s4, const per_dist<T>& s5) {
           strided<const T> src = xi;
           const auto lab = g.load_labels(yi, prm.labels);
           const auto st = ce_label_stats<false, decltype(gen)::value>(g, xi, lab, none, prm, src);
@@ -415,7 +433,7 @@ void cross_entropy_shard_stats(index_t n, index_t k, strided<const T> x, per_dis
           g.store_out(s3, st.weight_sum);
           g.store_out(s4, st.target);
           g.store_out(s5, st.target_weight);
-        },
+        }),
         x, y, per_dist<T>{stats, ce_stats_width}, per_dist<T>{stats + 1, ce_stats_width},
         per_dist<T>{stats + 2, ce_stats_width}, per_dist<T>{stats + 3, ce_stats_width},
         per_dist<T>{stats + 4, ce_stats_width}, per_dist<T>{stats + 5, ce_stats_width});
@@ -428,35 +446,39 @@ template <class Arch = best_arch, class T, class Lbl>
 ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const T> x,
                                      per_dist<const Lbl> y, const T* stats, strided<T> grad,
                                      per_dist<const T> upstream, per_dist<T> losses,
-                                     const ce_params<T>& prm) noexcept {
-  ce_totals tot;
+                                     const ce_params<T>& prm, int threads = 1) noexcept {
+  chunk_totals tots;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
-    run<Arch, T>(
-        n, k,
-        [&](const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
-            const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li,
-            const per_dist<const T>& s0, const per_dist<const T>& s1, const per_dist<const T>& s2,
-            const per_dist<const T>& s3, const per_dist<const T>& s4, const per_dist<const T>& s5) {
-          using S = typename std::decay_t<decltype(g)>::state;
-          const auto lab = g.load_labels(yi, prm.labels);
-          if (!any_valid(lab)) {
-            if constexpr (decltype(has_grad)::value)
-              g.for_each([=](const auto& io) { io.store(gi, io.splat(S(0))); });
-            record_loss(g, S(0), S(0), li, tot);
-            return;
-          }
-          const ce_stats<S> st{g.load_out(s0), g.load_out(s1), g.load_out(s2),
-                               g.load_out(s3), g.load_out(s4), g.load_out(s5)};
-          const bool capped = decltype(gen)::value && prm.cap > 0;
-          ce_label_finish<decltype(has_grad)::value, decltype(gen)::value>(
-              g, st, lab, xi, false, capped, gi, ui, li, prm, tot);
+    tots.chunks = run_threads<Arch, T>(
+        n, k, threads,
+        [&](int chunk) {
+          return [&prm, &tot = tots.chunk[chunk]](
+                     const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
+                     const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li,
+                     const per_dist<const T>& s0, const per_dist<const T>& s1,
+                     const per_dist<const T>& s2, const per_dist<const T>& s3,
+                     const per_dist<const T>& s4, const per_dist<const T>& s5) {
+            using S = typename std::decay_t<decltype(g)>::state;
+            const auto lab = g.load_labels(yi, prm.labels);
+            if (!any_valid(lab)) {
+              if constexpr (decltype(has_grad)::value)
+                g.for_each([=](const auto& io) { io.store(gi, io.splat(S(0))); });
+              record_loss(g, S(0), S(0), li, tot);
+              return;
+            }
+            const ce_stats<S> st{g.load_out(s0), g.load_out(s1), g.load_out(s2),
+                                 g.load_out(s3), g.load_out(s4), g.load_out(s5)};
+            const bool capped = decltype(gen)::value && prm.cap > 0;
+            ce_label_finish<decltype(has_grad)::value, decltype(gen)::value>(
+                g, st, lab, xi, false, capped, gi, ui, li, prm, tot);
+          };
         },
         x, y, grad, upstream, losses, per_dist<const T>{stats, ce_stats_width},
         per_dist<const T>{stats + 1, ce_stats_width}, per_dist<const T>{stats + 2, ce_stats_width},
         per_dist<const T>{stats + 3, ce_stats_width}, per_dist<const T>{stats + 4, ce_stats_width},
         per_dist<const T>{stats + 5, ce_stats_width});
   });
-  return tot;
+  return tots.merged();
 }
 
 }  // namespace smax::detail

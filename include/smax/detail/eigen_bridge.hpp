@@ -26,6 +26,16 @@ inline constexpr bool is_writable_direct_v = has_direct_access_v<X> &&
                                              (Eigen::internal::traits<X>::Flags &
                                               Eigen::LvalueBit) != 0;
 
+/// The threads a call may use: Eigen's own knob (Eigen::setNbThreads, OMP_NUM_THREADS) when
+/// compiled with OpenMP, else 1.
+inline int thread_count() noexcept {
+#ifdef _OPENMP
+  return Eigen::nbThreads();
+#else
+  return 1;
+#endif
+}
+
 /// How a proxy holds an argument: a reference to a plain object, a copy of a cheap view with
 /// direct access (Block, Map), or the evaluated result of any other expression (evaluated once,
 /// when the proxy is made).

@@ -10,7 +10,16 @@
 #include "smax/detail/simd.hpp"
 #include "smax/detail/special.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#define SMAX_OMP_BARRIER _Pragma("omp barrier")
+#else
+#define SMAX_OMP_BARRIER
+#endif
+
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <tuple>
 #include <utility>
@@ -252,13 +261,14 @@ struct contiguous_group {
   using T = scalar_of<V>;
   using state = T;  // one value per distribution
   static constexpr index_t L = lanes<V>;
-  index_t k;
+  index_t k;          // the classes [begin, k) are this group's
+  index_t begin = 0;  // > 0 only for a slice of a distribution split across threads
 
   template <class F>
   T reduce_max(F f) const {
     const V lowest(-std::numeric_limits<T>::infinity());
     V a0 = lowest, a1 = lowest, a2 = lowest, a3 = lowest;
-    index_t j = 0;
+    index_t j = begin;
     for (; j + 4 * L <= k; j += 4 * L) {
       a0 = max(a0, f(contiguous_io<V>{j}));
       a1 = max(a1, f(contiguous_io<V>{j + L}));
@@ -279,7 +289,7 @@ struct contiguous_group {
     using R = decltype(f(contiguous_io<V>{0}));
     pairwise_sum<R> acc;
     constexpr index_t block = 16 * L;  // 4 independent accumulators x 4 steps
-    index_t j = 0;
+    index_t j = begin;
     for (; j + block <= k; j += block) {
       R a0 = f(contiguous_io<V>{j}), a1 = f(contiguous_io<V>{j + L});
       R a2 = f(contiguous_io<V>{j + 2 * L}), a3 = f(contiguous_io<V>{j + 3 * L});
@@ -304,7 +314,7 @@ struct contiguous_group {
 
   template <class F>
   void for_each(F f) const {
-    index_t j = 0;
+    index_t j = begin;
     for (; j + L <= k; j += L) f(contiguous_io<V>{j});
     if constexpr (!is_scalar_v<V>) {
       if (j < k) f(partial_io<V>{j, k - j});
@@ -628,17 +638,147 @@ inline void run(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   for (; i < n; ++i) op(g, arrays.at(i)...);
 }
 
+// ---- threads (OpenMP, when the user compiles with it)
+// ---------------------------------------------
+
+/// Problems smaller than this many elements per thread stay on one thread.
+inline constexpr index_t thread_grain = index_t{1} << 15;
+/// A distribution at least this long may be split across threads when there are too few
+/// distributions to go around (a language-model head at batch 1).
+inline constexpr index_t split_min_k = index_t{1} << 14;
+inline constexpr int max_threads = 256;
+
+/// Per-thread slots for combining partial reductions, one cache line each.
+struct thread_slots {
+  alignas(64) unsigned char bytes[max_threads][64];
+};
+
+/// A slice [begin, k) of one contiguous distribution; every thread of an OpenMP team holds one
+/// and calls the same kernel body. Reductions combine the slices' partial results in thread
+/// order (so results do not depend on timing), outputs of one value per distribution are written
+/// by thread 0, and the label's gradient entry by the thread whose slice holds it.
+template <class V>
+struct split_group : contiguous_group<V> {
+  using base = contiguous_group<V>;
+  using T = scalar_of<V>;
+  int thread, threads;
+  thread_slots* slots;
+
+  template <class F>
+  T reduce_max(F f) const {
+    const T part = base::reduce_max(f);
+    return combine(part, [](const T& a, const T& b) { return detail::max(a, b); });
+  }
+  template <class F>
+  auto reduce_sum(F f) const {
+    const auto part = base::reduce_sum(f);
+    using R = std::decay_t<decltype(part)>;
+    return combine(part, [](const R& a, const R& b) { return a + b; });
+  }
+  void store_out(const per_dist<T>& out, T v) const noexcept {
+    if (thread == 0) *out.p = v;
+  }
+  template <class F>
+  void each_lane(const T& v, F&& f) const {
+    if (thread == 0) f(index_t{0}, v);
+  }
+  template <class A>
+  T gather(const A& a, const one_label& lab) const noexcept {
+    const T v = base::gather(a, lab);
+    // Everyone has read the label's element before anyone's next pass may overwrite it.
+    SMAX_OMP_BARRIER
+    return v;
+  }
+  void scatter(const strided<T>& a, const one_label& lab, T v) const noexcept {
+    if (lab.y >= this->begin && lab.y < this->k) base::scatter(a, lab, v);
+  }
+
+ private:
+  template <class R, class Op>
+  R combine(const R& part, Op op) const {
+    static_assert(sizeof(R) <= sizeof(slots->bytes[0]), "partial result too large");
+    std::memcpy(slots->bytes[thread], &part, sizeof(R));
+    SMAX_OMP_BARRIER
+    R all;
+    std::memcpy(&all, slots->bytes[0], sizeof(R));
+    for (int t = 1; t < threads; ++t) {
+      R other;
+      std::memcpy(&other, slots->bytes[t], sizeof(R));
+      all = op(all, other);
+    }
+    // Nobody overwrites a slot before everyone has read them all.
+    SMAX_OMP_BARRIER
+    return all;
+  }
+};
+
+/// Runs a kernel body over n distributions of k classes on up to `threads` threads.
+/// make_op(chunk) gives the body for one chunk of distributions (chunks are numbered from 0 in
+/// order, at most max_threads of them); returns the number of chunks. Without OpenMP, or for
+/// small problems, there is one chunk on the calling thread.
+template <class Arch, class T, class MakeOp, class... Arrays>
+int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Arrays&... arrays) {
+#ifdef _OPENMP
+  using V = vec_t<T, Arch>;
+  const index_t work = n * k;
+  index_t want = threads < max_threads ? threads : max_threads;
+  if (work / thread_grain < want) want = work / thread_grain;
+  if (want > 1) {
+    const int team = static_cast<int>(want);
+    if (n < 2 * want && k >= split_min_k && path_of(n, k, arrays...) == path::contiguous) {
+      thread_slots slots;
+      const auto op = make_op(0);
+#pragma omp parallel num_threads(team)
+      {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        // Slices of whole 16-vector blocks, so only the last slice has a partial vector.
+        const index_t block = 16 * lanes<V>, blocks = (k + block - 1) / block;
+        const index_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
+        const index_t k0 = b0 * block < k ? b0 * block : k, k1 = b1 * block < k ? b1 * block : k;
+        split_group<V> g{{k1, k0}, t, nt, &slots};
+        for (index_t i = 0; i < n; ++i) op(g, arrays.at(i)...);
+      }
+      return 1;
+    }
+    int chunks = 1;
+#pragma omp parallel num_threads(team)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+      chunks = nt;
+      // Chunks of whole vectors of distributions (tiles and across groups stay full).
+      const index_t units = (n + lanes<V> - 1) / lanes<V>;
+      const index_t i0 = std::min(n, units * t / nt * lanes<V>);
+      const index_t i1 = std::min(n, units * (t + 1) / nt * lanes<V>);
+      if (i1 > i0) run<Arch, T>(i1 - i0, k, make_op(t), arrays.at(i0)...);
+    }
+    return chunks;
+  }
+#else
+  (void)threads;
+#endif
+  run<Arch, T>(n, k, make_op(0), arrays...);
+  return 1;
+}
+
 // ---- the kernels --------------------------------------------------------------------------------
-// Each takes n distributions of k classes. Preconditions: the arrays describe valid memory for
-// n x k elements; outputs either do not overlap inputs or coincide with them element for
-// element (in-place). No allocation, no exceptions.
+// Each takes n distributions of k classes and a number of threads (used when compiled with
+// OpenMP). Preconditions: the arrays describe valid memory for n x k elements; outputs either do
+// not overlap inputs or coincide with them element for element (in-place). No allocation, no
+// exceptions.
+
+/// The same kernel body for every chunk of distributions.
+template <class Op>
+auto every_chunk(Op op) noexcept {
+  return [op](int) { return op; };
+}
 
 /// y = softmax(x): three passes (max; exp, sum and store; scale by one reciprocal).
 template <class Arch = best_arch, class T>
-void softmax(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
-  run<Arch, T>(
-      n, k,
-      [](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
+void softmax(index_t n, index_t k, strided<const T> x, strided<T> y, int threads = 1) noexcept {
+  run_threads<Arch, T>(
+      n, k, threads,
+      every_chunk([](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s = g.reduce_sum([=](const auto& io) {
@@ -648,16 +788,16 @@ void softmax(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
         });
         const auto inv = row_reciprocal(s);
         g.for_each([=](const auto& io) { io.store(yi, io.load(yi) * io.splat(inv)); });
-      },
+      }),
       x, y);
 }
 
 /// y = log_softmax(x) = (x - max) - log(sum(exp(x - max))); the exp pass stores nothing.
 template <class Arch = best_arch, class T>
-void log_softmax(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
-  run<Arch, T>(
-      n, k,
-      [](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
+void log_softmax(index_t n, index_t k, strided<const T> x, strided<T> y, int threads = 1) noexcept {
+  run_threads<Arch, T>(
+      n, k, threads,
+      every_chunk([](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
@@ -666,16 +806,17 @@ void log_softmax(index_t n, index_t k, strided<const T> x, strided<T> y) noexcep
         g.for_each([=](const auto& io) {
           io.store(yi, (io.load(xi) - io.splat(shift)) - io.splat(log_sum));
         });
-      },
+      }),
       x, y);
 }
 
 /// out[i] = logsumexp(x_i) = max + log(sum(exp(x - max))).
 template <class Arch = best_arch, class T>
-void logsumexp(index_t n, index_t k, strided<const T> x, per_dist<T> out) noexcept {
-  run<Arch, T>(
-      n, k,
-      [](const auto& g, const strided<const T>& xi, const per_dist<T>& oi) {
+void logsumexp(index_t n, index_t k, strided<const T> x, per_dist<T> out,
+               int threads = 1) noexcept {
+  run_threads<Arch, T>(
+      n, k, threads,
+      every_chunk([](const auto& g, const strided<const T>& xi, const per_dist<T>& oi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
@@ -687,22 +828,22 @@ void logsumexp(index_t n, index_t k, strided<const T> x, per_dist<T> out) noexce
                         return select(v != v, W(T(1)), W(T(0)));
                       });
                     }));
-      },
+      }),
       x, out);
 }
 
 /// dx = y * (dy - <dy, y>): the vector-Jacobian product of softmax, given its output y.
 template <class Arch = best_arch, class T>
-void softmax_backward(index_t n, index_t k, strided<const T> y, strided<const T> dy,
-                      strided<T> dx) noexcept {
-  run<Arch, T>(
-      n, k,
-      [](const auto& g, const strided<const T>& yi, const strided<const T>& dyi,
-         const strided<T>& dxi) {
+void softmax_backward(index_t n, index_t k, strided<const T> y, strided<const T> dy, strided<T> dx,
+                      int threads = 1) noexcept {
+  run_threads<Arch, T>(
+      n, k, threads,
+      every_chunk([](const auto& g, const strided<const T>& yi, const strided<const T>& dyi,
+                     const strided<T>& dxi) {
         const auto dot = g.reduce_sum([=](const auto& io) { return io.load(yi) * io.load(dyi); });
         g.for_each(
             [=](const auto& io) { io.store(dxi, io.load(yi) * (io.load(dyi) - io.splat(dot))); });
-      },
+      }),
       y, dy, dx);
 }
 
@@ -710,22 +851,21 @@ void softmax_backward(index_t n, index_t k, strided<const T> y, strided<const T>
 /// output logp (<= 0; larger values are clamped where exp would overflow).
 template <class Arch = best_arch, class T>
 void log_softmax_backward(index_t n, index_t k, strided<const T> logp, strided<const T> dlogp,
-                          strided<T> dx) noexcept {
-  run<Arch, T>(
-      n, k,
-      [](const auto& g, const strided<const T>& li, const strided<const T>& dli,
-         const strided<T>& dxi) {
-        const auto s = g.reduce_sum([=](const auto& io) { return io.load(dli); });
-        g.for_each([=](const auto& io) {
-          const auto lp = io.load(li);
-          using W = std::decay_t<decltype(lp)>;
-          // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.
-          const W hi(sizeof(T) == 4 ? T(88) : T(709));
-          const auto p = exp_nonpos(select(lp > hi, hi, lp));
-          io.store(dxi, io.load(dli) - p * io.splat(s));
-        });
-      },
-      logp, dlogp, dx);
+                          strided<T> dx, int threads = 1) noexcept {
+  run_threads<Arch, T>(n, k, threads,
+                       every_chunk([](const auto& g, const strided<const T>& li,
+                                      const strided<const T>& dli, const strided<T>& dxi) {
+                         const auto s = g.reduce_sum([=](const auto& io) { return io.load(dli); });
+                         g.for_each([=](const auto& io) {
+                           const auto lp = io.load(li);
+                           using W = std::decay_t<decltype(lp)>;
+                           // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.
+                           const W hi(sizeof(T) == 4 ? T(88) : T(709));
+                           const auto p = exp_nonpos(select(lp > hi, hi, lp));
+                           io.store(dxi, io.load(dli) - p * io.splat(s));
+                         });
+                       }),
+                       logp, dlogp, dx);
 }
 
 }  // namespace smax::detail
