@@ -127,6 +127,17 @@ inline void check_options(const char* fn, const CrossEntropyOptions& o, index_t 
         " entries but the logits have K = " + std::to_string(k) + " classes");
 }
 
+/// An optional argument as the kernels read it: nested_t<D>, or nothing for std::nullptr_t.
+template <class D>
+struct held {
+  nested_t<D> value;
+  explicit held(const D* d) : value(*d) {}
+};
+template <>
+struct held<std::nullptr_t> {
+  explicit held(const std::nullptr_t*) noexcept {}
+};
+
 /// The common body of every cross-entropy call. grad, dloss and losses may be null.
 template <class L, class Y, class G, class D, class O>
 double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in, G* grad,
@@ -207,19 +218,31 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
     }
   }
   per_dist<const T> up{nullptr, 0};
+  const held<D> dl(dloss_in);  // an expression is evaluated once, and lives until the kernel ran
   if constexpr (!std::is_same<D, std::nullptr_t>::value) {
-    const nested_t<D> dl(*dloss_in);
     static_assert(std::is_same<scalar_t<D>, T>::value, "smax: dloss has the logits' scalar type");
-    up = vector_view(dl);
+    up = vector_view(dl.value);
     if (g.p != nullptr && overlap(span_of(up, n, 1), span_of(g, n, k)))
       throw std::invalid_argument(std::string(fn) + ": grad overlaps dloss");
   }
   per_dist<T> lv{nullptr, 0};
   if constexpr (!std::is_same<O, std::nullptr_t>::value) {
-    if (losses->size() == 0) fit_output(*losses, n, 1);
+    if (losses->size() == 0) {
+      if constexpr (O::RowsAtCompileTime == 1) {
+        fit_output(*losses, 1, n);
+      } else {
+        fit_output(*losses, n, 1);
+      }
+    }
     lv = vector_view(*losses);
     if (overlap(span_of(lv, n, 1), xs) || (g.p && overlap(span_of(lv, n, 1), span_of(g, n, k))))
       throw std::invalid_argument(std::string(fn) + ": losses overlaps the logits or grad");
+    // losses may be dloss itself (each row's dloss is read before its loss is written), but
+    // not any other view of dloss's memory.
+    if (up.p != nullptr && overlap(span_of(lv, n, 1), span_of(up, n, 1)) &&
+        !(lv.p == up.p && (lv.stride == up.stride || n <= 1)))
+      throw std::invalid_argument(std::string(fn) +
+                                  ": losses overlaps dloss without being dloss itself");
   }
 
   ce_params<T> prm;

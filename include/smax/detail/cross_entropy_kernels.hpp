@@ -22,6 +22,8 @@
 
 #include "smax/detail/kernels.hpp"
 
+#include <cmath>
+#include <limits>
 #include <type_traits>
 
 namespace smax::detail {
@@ -47,10 +49,11 @@ class exact_sum {
  public:
   void add(double x) noexcept {
     const double t = s_ + x;
-    c_ += std::abs(s_) >= std::abs(x) ? (s_ - t) + x : (x - t) + s_;
+    // Once the sum is ±inf or NaN it is the answer; compensating would turn inf − inf into NaN.
+    if (std::isfinite(t)) c_ += std::abs(s_) >= std::abs(x) ? (s_ - t) + x : (x - t) + s_;
     s_ = t;
   }
-  double value() const noexcept { return s_ + c_; }
+  double value() const noexcept { return std::isfinite(s_) ? s_ + c_ : s_; }
 
  private:
   double s_ = 0, c_ = 0;
@@ -116,10 +119,10 @@ ce_stats<S> merge_stats(const ce_stats<S>& a, const ce_stats<S>& b) noexcept {
 /// The statistics pass: pass 1 (max) and pass 2 (exp, the sum without the label's class, the
 /// smoothing sum). With Store, the gradient buffer keeps exp(x − shift) for the finish (or, when
 /// capped, the capped logits); `src` is set to where the (capped) logits can be read again.
-template <bool Store, bool General, class G, class T, class Lab>
-ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const T>& x, const Lab& lab,
-                                           const strided<T>& gr, const ce_params<T>& prm,
-                                           strided<const T>& src) {
+template <bool Store, bool General, class G, class X, class T, class Lab>
+ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const X>& x, const Lab& lab,
+                                           const strided<X>& gr, const ce_params<T>& prm,
+                                           strided<const X>& src) {
   using S = typename G::state;
   const T zero(0), one(1);
   const bool capped = General && prm.cap > 0;
@@ -141,8 +144,8 @@ ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const T>& x
     }
     return v;
   });
-  src = capped && Store ? strided<const T>{gr.p, gr.ds, gr.cs} : x;
-  const strided<const T> in = src;
+  src = capped && Store ? strided<const X>{gr.p, gr.ds, gr.cs} : x;
+  const strided<const X> in = src;
   const bool recap = capped && !Store;
   const S shift = row_shift(m);
   ce_stats<S> st;
@@ -185,9 +188,9 @@ ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const T>& x
 /// The finish: the loss from the statistics and, with HasGrad, pass 3 (the gradient). Stored:
 /// the gradient buffer holds exp(x − shift) from the statistics pass; otherwise exp is
 /// recomputed from `src` (capped logits, or logits to cap when Recap).
-template <bool HasGrad, bool General, class G, class T, class Lab>
+template <bool HasGrad, bool General, class G, class X, class T, class Lab>
 void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const Lab& lab,
-                     const strided<const T>& src, bool stored, bool recap, const strided<T>& gr,
+                     const strided<const X>& src, bool stored, bool recap, const strided<X>& gr,
                      const per_dist<const T>& up, const per_dist<T>& losses,
                      const ce_params<T>& prm, ce_totals& tot) {
   using S = typename G::state;
@@ -198,16 +201,23 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
   const T eps = prm.smoothing, eps_k = eps / static_cast<T>(prm.k_total);
   const S shift = row_shift(st.max);
   const S dy = st.target - shift;
-  const S s = st.sum_other + exp_nonpos(dy);
+  const S e_y = exp_nonpos(dy);
+  const S s = st.sum_other + e_y;
   const S log_s = row_log_sum(s);
   const S w_y = st.target_weight;
-  S ce = S(one - eps) * w_y * (log_s - dy);
+  // −log p_y = log(s) − dy rounds s = e_y + Σ_{c≠y} first, which leaves a confident prediction's
+  // small loss only a few digits (none below eps); log1p(Σ_{c≠y} / e_y) keeps them all. Labels
+  // far below the max (e_y tiny or 0, masked) keep the first form: their loss is large.
+  const S nll = select(e_y > S(std::numeric_limits<T>::min() * T(0x1p100)),
+                       detail::log1p(st.sum_other / e_y), log_s - dy);
+  S ce = S(one - eps) * w_y * nll;
   if (smooth) ce = ce + S(eps_k) * (st.weight_sum * log_s - st.smooth);
   const S lse = shift + log_s;  // 0 for a fully masked row, whose loss is already +inf
+  // The upstream gradient is read before the loss is stored: losses may be dloss itself.
+  const S u = HasGrad && up.p != nullptr ? g.load_out(up) : S(one);
   record_loss(g, keep_valid(lab, ce), keep_valid(lab, S(prm.z) * lse * lse), losses, tot);
 
   if constexpr (HasGrad) {
-    const S u = up.p != nullptr ? g.load_out(up) : S(one);
     const S r_ce = S(prm.grad_ce) * u;
     const S zterm = S(T(2) * prm.z) * S(prm.grad_z) * u * lse;
     const S inv = row_reciprocal(s);
@@ -253,9 +263,9 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
 /// One group of distributions with class-index labels, fused: statistics, loss, gradient.
 /// General is false when there is no soft-cap, smoothing or weights: the passes then carry
 /// nothing but exp and its sum.
-template <bool HasGrad, bool General, class G, class T, class Lbl>
-void ce_label_group(const G& g, const strided<const T>& x, const per_dist<const Lbl>& y,
-                    const strided<T>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
+template <bool HasGrad, bool General, class G, class X, class T, class Lbl>
+void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const Lbl>& y,
+                    const strided<X>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
                     const ce_params<T>& prm, ce_totals& tot) {
   using S = typename G::state;
   const auto lab = g.load_labels(y, prm.labels);
@@ -264,7 +274,7 @@ void ce_label_group(const G& g, const strided<const T>& x, const per_dist<const 
     record_loss(g, S(0), S(0), losses, tot);
     return;
   }
-  strided<const T> src = x;
+  strided<const X> src = x;
   const auto st = ce_label_stats<HasGrad, General>(g, x, lab, gr, prm, src);
   const bool capped = General && prm.cap > 0;
   ce_label_finish<HasGrad, General>(g, st, lab, src, HasGrad && !capped, capped && !HasGrad, gr, up,
@@ -272,9 +282,9 @@ void ce_label_group(const G& g, const strided<const T>& x, const per_dist<const 
 }
 
 /// One group of distributions with probability targets of the logits' shape.
-template <bool HasGrad, bool General, class G, class T>
-void ce_prob_group(const G& g, const strided<const T>& x, const strided<const T>& t,
-                   const strided<T>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
+template <bool HasGrad, bool General, class G, class X, class T>
+void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>& t,
+                   const strided<X>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
                    const ce_params<T>& prm, ce_totals& tot) {
   using S = typename G::state;
   const T zero(0), one(1);
@@ -307,7 +317,7 @@ void ce_prob_group(const G& g, const strided<const T>& x, const strided<const T>
     }
     return v;
   });
-  const strided<const T> src = capped && HasGrad ? strided<const T>{gr.p, gr.ds, gr.cs} : x;
+  const strided<const X> src = capped && HasGrad ? strided<const X>{gr.p, gr.ds, gr.cs} : x;
   const bool recap = capped && !HasGrad;
   const S shift = row_shift(m);
 
@@ -328,10 +338,10 @@ void ce_prob_group(const G& g, const strided<const T>& x, const strided<const T>
   const S s = sum3[0], tw = sum3[1];
   const S log_s = row_log_sum(s);
   const S lse = shift + log_s;
+  const S u = HasGrad && up.p != nullptr ? g.load_out(up) : S(one);  // before losses (may alias)
   record_loss(g, tw * log_s - sum3[2], S(prm.z) * lse * lse, losses, tot);
 
   if constexpr (HasGrad) {
-    const S u = up.p != nullptr ? g.load_out(up) : S(one);
     const S r_ce = S(prm.grad_ce) * u;
     const S coef = r_ce * tw + S(T(2) * prm.z) * S(prm.grad_z) * u * lse;
     const S inv = row_reciprocal(s);
@@ -370,9 +380,9 @@ void with_modes(bool has_grad, bool general, F&& f) {
 /// grad.p == nullptr: loss only (grad must then carry x's strides); upstream.p == nullptr: a
 /// per-row upstream gradient of 1; losses.p == nullptr: no per-row losses. Labels are assumed
 /// validated (in [0, k) or equal to prm.ignore). grad may be x itself (in place).
-template <class Arch = best_arch, class T, class Lbl>
-ce_totals cross_entropy_labels(index_t n, index_t k, strided<const T> x, per_dist<const Lbl> y,
-                               strided<T> grad, per_dist<const T> upstream, per_dist<T> losses,
+template <class Arch = best_arch, class X, class Lbl, class T>
+ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dist<const Lbl> y,
+                               strided<X> grad, per_dist<const T> upstream, per_dist<T> losses,
                                const ce_params<T>& prm, int threads = 1) noexcept {
   chunk_totals tots;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
@@ -380,8 +390,8 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const T> x, per_dis
         n, k, threads,
         [&](int chunk) {
           return [&prm, &tot = tots.chunk[chunk]](
-                     const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
-                     const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li) {
+                     const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
+                     const auto& gi, const auto& ui, const auto& li) {
             ce_label_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, yi, gi, ui, li,
                                                                             prm, tot);
           };
@@ -392,36 +402,39 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const T> x, per_dis
 }
 
 /// Fused cross-entropy with probability targets t of x's shape; arguments as above.
-template <class Arch = best_arch, class T>
-ce_totals cross_entropy_probs(index_t n, index_t k, strided<const T> x, strided<const T> t,
-                              strided<T> grad, per_dist<const T> upstream, per_dist<T> losses,
-                              const ce_params<T>& prm) noexcept {
-  ce_totals tot;
+template <class Arch = best_arch, class X, class T>
+ce_totals cross_entropy_probs(index_t n, index_t k, strided<const X> x, strided<const X> t,
+                              strided<X> grad, per_dist<const T> upstream, per_dist<T> losses,
+                              const ce_params<T>& prm, int threads = 1) noexcept {
+  chunk_totals tots;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
-    run<Arch, T>(
-        n, k,
-        [&](const auto& g, const strided<const T>& xi, const strided<const T>& ti,
-            const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li) {
-          ce_prob_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, ti, gi, ui, li, prm,
-                                                                         tot);
+    tots.chunks = run_threads<Arch, T>(
+        n, k, threads,
+        [&](int chunk) {
+          return [&prm, &tot = tots.chunk[chunk]](const auto& g, const auto& xi, const auto& ti,
+                                                  const auto& gi, const auto& ui,
+                                                  const auto& li) {
+            ce_prob_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, ti, gi, ui, li,
+                                                                           prm, tot);
+          };
         },
         x, t, grad, upstream, losses);
   });
-  return tot;
+  return tots.merged();
 }
 
 /// Vocabulary-parallel, step 1: the statistics of n distributions over this shard's k classes,
 /// into stats (n rows of ce_stats_width values: max, sum_other, smooth, weight_sum, target,
 /// target_weight). prm.labels.offset/k place the shard in the vocabulary.
-template <class Arch = best_arch, class T, class Lbl>
-void cross_entropy_shard_stats(index_t n, index_t k, strided<const T> x, per_dist<const Lbl> y,
+template <class Arch = best_arch, class X, class Lbl, class T>
+void cross_entropy_shard_stats(index_t n, index_t k, strided<const X> x, per_dist<const Lbl> y,
                                T* stats, const ce_params<T>& prm, int threads = 1) noexcept {
-  const strided<T> none{nullptr, x.ds, x.cs};
+  const strided<X> none{nullptr, x.ds, x.cs};
   with_modes(false, prm.general(), [&](auto, auto gen) {
     run_threads<Arch, T>(
         n, k, threads,
         every_chunk([&prm, none](
-                        const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
+                        const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
                         const per_dist<T>& s0, const per_dist<T>& s1, const per_dist<T>& s2,
                         const per_dist<T>& s3, const per_dist<T>& s4, const per_dist<T>& s5) {
           strided<const T> src = xi;
@@ -442,9 +455,9 @@ void cross_entropy_shard_stats(index_t n, index_t k, strided<const T> x, per_dis
 
 /// Vocabulary-parallel, step 3: given the statistics merged over every shard, this shard's
 /// gradient (grad.p may be null: loss only, and then k may be 0) and the loss totals.
-template <class Arch = best_arch, class T, class Lbl>
-ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const T> x,
-                                     per_dist<const Lbl> y, const T* stats, strided<T> grad,
+template <class Arch = best_arch, class X, class Lbl, class T>
+ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
+                                     per_dist<const Lbl> y, const T* stats, strided<X> grad,
                                      per_dist<const T> upstream, per_dist<T> losses,
                                      const ce_params<T>& prm, int threads = 1) noexcept {
   chunk_totals tots;
@@ -453,8 +466,8 @@ ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const T> x,
         n, k, threads,
         [&](int chunk) {
           return [&prm, &tot = tots.chunk[chunk]](
-                     const auto& g, const strided<const T>& xi, const per_dist<const Lbl>& yi,
-                     const strided<T>& gi, const per_dist<const T>& ui, const per_dist<T>& li,
+                     const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
+                     const auto& gi, const auto& ui, const auto& li,
                      const per_dist<const T>& s0, const per_dist<const T>& s1,
                      const per_dist<const T>& s2, const per_dist<const T>& s3,
                      const per_dist<const T>& s4, const per_dist<const T>& s5) {

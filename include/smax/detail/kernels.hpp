@@ -184,15 +184,15 @@ struct contiguous_io {
   index_t j;
   template <class U>
   W load(const strided<U>& a) const noexcept {
-    return detail::load<W>(a.p + j);
+    return load_as<W>(a.p + j);
   }
   template <class U>
   void store(const strided<U>& a, const W& v) const noexcept {
-    detail::store(a.p + j, v);
+    store_as(a.p + j, v);
   }
   template <class U>
   W load(const per_class<U>& a) const noexcept {
-    return detail::load<W>(a.p + j);
+    return load_as<W>(a.p + j);
   }
   W splat(scalar_of<W> s) const noexcept { return W(s); }
   /// The lanes of this position that hold the labelled class.
@@ -218,15 +218,15 @@ struct partial_io {
   index_t j, rem;
   template <class U>
   V load(const strided<U>& a) const noexcept {
-    return load_partial<V>(a.p + j, rem);
+    return load_partial_as<V>(a.p + j, rem);
   }
   template <class U>
   V load(const per_class<U>& a) const noexcept {
-    return load_partial<V>(a.p + j, rem);
+    return load_partial_as<V>(a.p + j, rem);
   }
   template <class U>
   void store(const strided<U>& a, const V& v) const noexcept {
-    store_partial(a.p + j, v, rem);
+    store_partial_as(a.p + j, v, rem);
   }
   V splat(T s) const noexcept { return V(s); }
   auto is_class(const one_label& lab) const noexcept {
@@ -321,7 +321,10 @@ struct contiguous_group {
     }
   }
 
-  void store_out(const per_dist<T>& out, T v) const noexcept { *out.p = v; }
+  template <class U>
+  void store_out(const per_dist<U>& out, T v) const noexcept {
+    *out.p = narrow_to<U>(v);
+  }
   template <class U>
   T load_out(const per_dist<U>& in) const noexcept {
     return static_cast<T>(*in.p);
@@ -334,14 +337,15 @@ struct contiguous_group {
   /// a[label]: the labelled class's element of the distribution (0 when it is not here).
   template <class U>
   T gather(const strided<U>& a, const one_label& lab) const noexcept {
-    return lab.y >= 0 ? static_cast<T>(a.p[lab.y * a.cs]) : T(0);
+    return lab.y >= 0 ? widen<T>(a.p[lab.y * a.cs]) : T(0);
   }
   template <class U>
   T gather(const per_class<U>& a, const one_label& lab) const noexcept {
-    return lab.y >= 0 ? static_cast<T>(a.p[lab.y]) : T(0);
+    return lab.y >= 0 ? widen<T>(a.p[lab.y]) : T(0);
   }
-  void scatter(const strided<T>& a, const one_label& lab, T v) const noexcept {
-    if (lab.y >= 0) a.p[lab.y * a.cs] = v;
+  template <class U>
+  void scatter(const strided<U>& a, const one_label& lab, T v) const noexcept {
+    if (lab.y >= 0) a.p[lab.y * a.cs] = narrow_to<U>(v);
   }
   /// 1 where the label is among this kernel's classes, else 0.
   T label_here(const one_label& lab) const noexcept { return lab.y >= 0 ? T(1) : T(0); }
@@ -360,15 +364,15 @@ struct across_io {
   index_t j;
   template <class U>
   V load(const strided<U>& a) const noexcept {
-    return detail::load<V>(a.p + j * a.cs);
+    return load_as<V>(a.p + j * a.cs);
   }
   template <class U>
   void store(const strided<U>& a, const V& v) const noexcept {
-    detail::store(a.p + j * a.cs, v);
+    store_as(a.p + j * a.cs, v);
   }
   template <class U>
   V load(const per_class<U>& a) const noexcept {
-    return V(a.p[j]);
+    return V(widen<scalar_of<V>>(a.p[j]));
   }
   V splat(const V& s) const noexcept { return s; }
   auto is_class(const one_label& lab) const noexcept { return j == lab.y; }
@@ -431,19 +435,20 @@ struct across_group {
     for (index_t j = 0; j < k; ++j) f(across_io<V>{j});
   }
 
-  void store_out(const per_dist<T>& out, const V& v) const noexcept {
+  template <class U>
+  void store_out(const per_dist<U>& out, const V& v) const noexcept {
     if (out.stride == 1) {
-      detail::store(out.p, v);
+      store_as(out.p, v);
     } else {
       alignas(64) T buf[L];
       detail::store(buf, v);
-      for (index_t l = 0; l < L; ++l) out.p[l * out.stride] = buf[l];
+      for (index_t l = 0; l < L; ++l) out.p[l * out.stride] = narrow_to<U>(buf[l]);
     }
   }
   template <class U>
   V load_out(const per_dist<U>& in) const noexcept {
     alignas(64) T buf[L];
-    for (index_t l = 0; l < L; ++l) buf[l] = static_cast<T>(in.p[l * in.stride]);
+    for (index_t l = 0; l < L; ++l) buf[l] = widen<T>(in.p[l * in.stride]);
     return detail::load<V>(buf);
   }
 
@@ -473,23 +478,24 @@ struct across_group {
   template <class A>
   V gather(const A& a, const labels_t& lab) const noexcept {
     if constexpr (is_scalar_v<V>) {
-      return lab.y >= 0 ? static_cast<T>(a.p[lab.y * class_step(a)]) : T(0);
+      return lab.y >= 0 ? widen<T>(a.p[lab.y * class_step(a)]) : T(0);
     } else {
       alignas(64) T buf[L];
       for (index_t l = 0; l < L; ++l)
         buf[l] =
-            lab.y[l] >= 0 ? static_cast<T>(a.p[l * lane_step(a) + lab.y[l] * class_step(a)]) : T(0);
+            lab.y[l] >= 0 ? widen<T>(a.p[l * lane_step(a) + lab.y[l] * class_step(a)]) : T(0);
       return detail::load<V>(buf);
     }
   }
-  void scatter(const strided<T>& a, const labels_t& lab, const V& v) const noexcept {
+  template <class U>
+  void scatter(const strided<U>& a, const labels_t& lab, const V& v) const noexcept {
     if constexpr (is_scalar_v<V>) {
-      if (lab.y >= 0) a.p[lab.y * a.cs] = v;
+      if (lab.y >= 0) a.p[lab.y * a.cs] = narrow_to<U>(v);
     } else {
       alignas(64) T buf[L];
       detail::store(buf, v);
       for (index_t l = 0; l < L; ++l)
-        if (lab.y[l] >= 0) a.p[l * a.ds + lab.y[l] * a.cs] = buf[l];
+        if (lab.y[l] >= 0) a.p[l * a.ds + lab.y[l] * a.cs] = narrow_to<U>(buf[l]);
     }
   }
   V label_here(const labels_t& lab) const noexcept {
@@ -574,28 +580,30 @@ struct tile_slot {
   A in(const A& a, index_t) noexcept { return a; }
   void out(index_t) noexcept {}
 };
-template <class T, index_t L>
-struct tile_slot<strided<const T>, L> {
+template <class U, index_t L>
+struct tile_slot<strided<const U>, L> {
+  using T = compute_t<U>;
   alignas(64) T buf[small_k_max * L];
-  strided<const T> in(const strided<const T>& a, index_t k) noexcept {
+  strided<const T> in(const strided<const U>& a, index_t k) noexcept {
     for (index_t l = 0; l < L; ++l)
-      for (index_t j = 0; j < k; ++j) buf[j * L + l] = a.p[l * a.ds + j];
+      for (index_t j = 0; j < k; ++j) buf[j * L + l] = widen<T>(a.p[l * a.ds + j]);
     return {buf, 1, L};
   }
   void out(index_t) noexcept {}
 };
-template <class T, index_t L>
-struct tile_slot<strided<T>, L> {
+template <class U, index_t L>
+struct tile_slot<strided<U>, L> {
+  using T = compute_t<U>;
   alignas(64) T buf[small_k_max * L];
-  strided<T> dst{nullptr, 0, 0};
-  strided<T> in(const strided<T>& a, index_t) noexcept {
+  strided<U> dst{nullptr, 0, 0};
+  strided<T> in(const strided<U>& a, index_t) noexcept {
     dst = a;
-    return a.p == nullptr ? a : strided<T>{buf, 1, L};
+    return {a.p == nullptr ? nullptr : buf, 1, L};
   }
   void out(index_t k) noexcept {
     if (dst.p == nullptr) return;
     for (index_t l = 0; l < L; ++l)
-      for (index_t j = 0; j < k; ++j) dst.p[l * dst.ds + j] = buf[j * L + l];
+      for (index_t j = 0; j < k; ++j) dst.p[l * dst.ds + j] = narrow_to<U>(buf[j * L + l]);
   }
 };
 
@@ -675,8 +683,11 @@ struct split_group : contiguous_group<V> {
     using R = std::decay_t<decltype(part)>;
     return combine(part, [](const R& a, const R& b) { return a + b; });
   }
-  void store_out(const per_dist<T>& out, T v) const noexcept {
-    if (thread == 0) *out.p = v;
+  template <class U>
+  void store_out(const per_dist<U>& out, T v) const noexcept {
+    // Everyone has read this distribution's per-distribution inputs (which out may alias).
+    SMAX_OMP_BARRIER
+    if (thread == 0) base::store_out(out, v);
   }
   template <class F>
   void each_lane(const T& v, F&& f) const {
@@ -689,7 +700,8 @@ struct split_group : contiguous_group<V> {
     SMAX_OMP_BARRIER
     return v;
   }
-  void scatter(const strided<T>& a, const one_label& lab, T v) const noexcept {
+  template <class U>
+  void scatter(const strided<U>& a, const one_label& lab, T v) const noexcept {
     if (lab.y >= this->begin && lab.y < this->k) base::scatter(a, lab, v);
   }
 
@@ -774,11 +786,11 @@ auto every_chunk(Op op) noexcept {
 }
 
 /// y = softmax(x): three passes (max; exp, sum and store; scale by one reciprocal).
-template <class Arch = best_arch, class T>
-void softmax(index_t n, index_t k, strided<const T> x, strided<T> y, int threads = 1) noexcept {
-  run_threads<Arch, T>(
+template <class Arch = best_arch, class X, class Y>
+void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
+  run_threads<Arch, compute_t<X>>(
       n, k, threads,
-      every_chunk([](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
+      every_chunk([](const auto& g, const auto& xi, const auto& yi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s = g.reduce_sum([=](const auto& io) {
@@ -793,11 +805,11 @@ void softmax(index_t n, index_t k, strided<const T> x, strided<T> y, int threads
 }
 
 /// y = log_softmax(x) = (x - max) - log(sum(exp(x - max))); the exp pass stores nothing.
-template <class Arch = best_arch, class T>
-void log_softmax(index_t n, index_t k, strided<const T> x, strided<T> y, int threads = 1) noexcept {
-  run_threads<Arch, T>(
+template <class Arch = best_arch, class X, class Y>
+void log_softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
+  run_threads<Arch, compute_t<X>>(
       n, k, threads,
-      every_chunk([](const auto& g, const strided<const T>& xi, const strided<T>& yi) {
+      every_chunk([](const auto& g, const auto& xi, const auto& yi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
@@ -811,12 +823,12 @@ void log_softmax(index_t n, index_t k, strided<const T> x, strided<T> y, int thr
 }
 
 /// out[i] = logsumexp(x_i) = max + log(sum(exp(x - max))).
-template <class Arch = best_arch, class T>
-void logsumexp(index_t n, index_t k, strided<const T> x, per_dist<T> out,
+template <class Arch = best_arch, class X, class Y>
+void logsumexp(index_t n, index_t k, strided<const X> x, per_dist<Y> out,
                int threads = 1) noexcept {
-  run_threads<Arch, T>(
+  run_threads<Arch, compute_t<X>>(
       n, k, threads,
-      every_chunk([](const auto& g, const strided<const T>& xi, const per_dist<T>& oi) {
+      every_chunk([](const auto& g, const auto& xi, const auto& oi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
@@ -825,7 +837,7 @@ void logsumexp(index_t n, index_t k, strided<const T> x, per_dist<T> out,
                       return g.reduce_sum([=](const auto& io) {
                         const auto v = io.load(xi);
                         using W = std::decay_t<decltype(v)>;
-                        return select(v != v, W(T(1)), W(T(0)));
+                        return select(is_nan(v), W(1), W(0));
                       });
                     }));
       }),

@@ -169,6 +169,216 @@ inline void store_partial(scalar_of<V>* p, const V& v, index_t rem) noexcept {
   }
 }
 
+// ---- storage types: float and double, and 16-bit floats computed in float --------------------------
+
+/// The 16-bit formats an element type may have (set by specializing storage_format; the Eigen
+/// bridge does it for Eigen::bfloat16 and Eigen::half).
+enum class narrow { none, bf16, f16 };
+template <class U>
+struct storage_format {
+  static constexpr narrow value = narrow::none;
+};
+template <class U>
+struct storage_format<const U> : storage_format<U> {};
+template <class U>
+inline constexpr bool is_narrow_v = storage_format<U>::value != narrow::none;
+
+/// The type arithmetic happens in for elements of type U: U itself, or float for 16-bit floats.
+template <class U>
+using compute_t =
+    std::conditional_t<is_narrow_v<U>, float, std::remove_const_t<U>>;
+
+template <class T, class U>
+inline T widen(const U& u) noexcept {
+  return static_cast<T>(u);
+}
+template <class U, class T>
+inline U narrow_to(const T& v) noexcept {
+  return static_cast<U>(v);
+}
+
+namespace narrow_simd {
+// Vector conversions between float and 16-bit floats (8.1 xsimd has none). bf16 is the top half
+// of a float: widening is a 16-bit shift, narrowing rounds to nearest even and keeps NaN quiet.
+// half uses F16C where the compiler enables it. Each returns false when it has no vector path.
+template <class V, class U>
+inline bool load(const U* p, V& out) noexcept {
+  using A = typename V::arch_type;
+  constexpr narrow f = storage_format<U>::value;
+  (void)p;
+  (void)out;
+  if constexpr (f == narrow::bf16) {
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      out = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      return true;
+    }
+#endif
+#if XSIMD_WITH_AVX2
+    if constexpr (std::is_base_of<xsimd::avx2, A>::value) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      out = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      return true;
+    }
+#endif
+#if XSIMD_WITH_SSE2
+    if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
+      const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+      out = _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h));
+      return true;
+    }
+#endif
+  } else if constexpr (f == narrow::f16) {
+#if defined(__F16C__)
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      out = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      return true;
+    }
+#endif
+#if XSIMD_WITH_AVX
+    if constexpr (std::is_base_of<xsimd::avx, A>::value) {
+      out = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      return true;
+    }
+#endif
+    if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
+      out = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      return true;
+    }
+#endif
+  }
+  return false;
+}
+
+template <class V, class U>
+inline bool store(U* p, const V& v) noexcept {
+  using A = typename V::arch_type;
+  constexpr narrow f = storage_format<U>::value;
+  (void)p;
+  (void)v;
+  if constexpr (f == narrow::bf16) {
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      const __m512i u = _mm512_castps_si512(v);
+      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+      const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                          _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+      return true;
+    }
+#endif
+#if XSIMD_WITH_AVX2
+    if constexpr (std::is_base_of<xsimd::avx2, A>::value) {
+      const __m256i u = _mm256_castps_si256(v);
+      const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+      __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
+      const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
+      r = _mm256_srli_epi32(r, 16);
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+      return true;
+    }
+#endif
+#if XSIMD_WITH_SSE2
+    if constexpr (std::is_base_of<xsimd::sse2, A>::value && !std::is_base_of<xsimd::avx, A>::value) {
+      const __m128i u = _mm_castps_si128(v);
+      const __m128i lsb = _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1));
+      __m128i r = _mm_add_epi32(_mm_add_epi32(u, _mm_set1_epi32(0x7fff)), lsb);
+      const __m128i nan = _mm_castps_si128(_mm_cmpunord_ps(v, v));
+      r = _mm_or_si128(_mm_andnot_si128(nan, r),
+                       _mm_and_si128(nan, _mm_or_si128(u, _mm_set1_epi32(0x400000))));
+      // Sign-extend the 16 result bits so that the signed saturating pack keeps them as they are.
+      r = _mm_srai_epi32(r, 16);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(r, r));
+      return true;
+    }
+#endif
+  } else if constexpr (f == narrow::f16) {
+#if defined(__F16C__)
+    constexpr int rounding = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, rounding));
+      return true;
+    }
+#endif
+#if XSIMD_WITH_AVX
+    if constexpr (std::is_base_of<xsimd::avx, A>::value) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, rounding));
+      return true;
+    }
+#endif
+    if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtps_ph(v, rounding));
+      return true;
+    }
+#endif
+  }
+  return false;
+}
+}  // namespace narrow_simd
+
+/// A vector of W (compute type) from elements of type U (the same type, or a 16-bit float).
+template <class W, class U>
+inline W load_as(const U* p) noexcept {
+  using T = scalar_of<W>;
+  if constexpr (std::is_same<std::remove_const_t<U>, T>::value) {
+    return detail::load<W>(p);
+  } else if constexpr (is_scalar_v<W>) {
+    return widen<T>(*p);
+  } else {
+    W out;
+    if (narrow_simd::load(p, out)) return out;
+    alignas(64) T buf[lanes<W>];
+    for (index_t l = 0; l < lanes<W>; ++l) buf[l] = widen<T>(p[l]);
+    return W::load_aligned(buf);
+  }
+}
+
+template <class W, class U>
+inline void store_as(U* p, const W& v) noexcept {
+  using T = scalar_of<W>;
+  if constexpr (std::is_same<U, T>::value) {
+    detail::store(p, v);
+  } else if constexpr (is_scalar_v<W>) {
+    *p = narrow_to<U>(v);
+  } else {
+    if (narrow_simd::store(p, v)) return;
+    alignas(64) T buf[lanes<W>];
+    v.store_aligned(buf);
+    for (index_t l = 0; l < lanes<W>; ++l) p[l] = narrow_to<U>(buf[l]);
+  }
+}
+
+template <class W, class U>
+inline W load_partial_as(const U* p, index_t rem) noexcept {
+  using T = scalar_of<W>;
+  if constexpr (std::is_same<std::remove_const_t<U>, T>::value) {
+    return detail::load_partial<W>(p, rem);
+  } else {
+    alignas(64) T buf[lanes<W>] = {};
+    for (index_t l = 0; l < rem; ++l) buf[l] = widen<T>(p[l]);
+    return W::load_aligned(buf);
+  }
+}
+
+template <class W, class U>
+inline void store_partial_as(U* p, const W& v, index_t rem) noexcept {
+  using T = scalar_of<W>;
+  if constexpr (std::is_same<U, T>::value) {
+    detail::store_partial(p, v, rem);
+  } else {
+    alignas(64) T buf[lanes<W>];
+    v.store_aligned(buf);
+    for (index_t l = 0; l < rem; ++l) p[l] = narrow_to<U>(buf[l]);
+  }
+}
+
 // ---- arithmetic ---------------------------------------------------------------------------------
 
 /// a * b + c, fused where the instruction set has FMA (xsimd emulates it with two roundings
@@ -228,6 +438,17 @@ inline V select(const M& mask, const V& a, const V& b) noexcept {
   }
 }
 
+/// The lanes of v that are NaN. Not `v != v`: xsimd 8.1's AVX `!=` is the ordered compare
+/// (_CMP_NEQ_OQ), false for NaN.
+template <class V>
+inline auto is_nan(const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return std::isnan(v);
+  } else {
+    return xsimd::isnan(v);
+  }
+}
+
 template <class M>
 inline bool any(const M& mask) noexcept {
   if constexpr (std::is_same<M, bool>::value) {
@@ -243,6 +464,15 @@ inline V log(const V& v) noexcept {
     return std::log(v);
   } else {
     return xsimd::log(v);
+  }
+}
+
+template <class V>
+inline V log1p(const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return std::log1p(v);
+  } else {
+    return xsimd::log1p(v);
   }
 }
 
