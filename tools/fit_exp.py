@@ -8,7 +8,7 @@ on [-a, a] with Chebyshev interpolation (mpmath.chebyfit, 50 digits), which is w
 percent of minimax at these degrees. Coefficients are printed rounded to the target type as
 C hex-float literals, lowest degree first, together with the relative error of the rounded
 polynomial evaluated in exact arithmetic. The kernel's total error (reduction, Horner rounding,
-scaling) is measured by tests/exp_scan.cpp over every float in the domain.
+scaling) is measured by tests/test_exp.cpp over every float in the domain.
 
 Usage: /usr/bin/python3 tools/fit_exp.py   (needs python3-mpmath and python3-numpy from Debian)
 """

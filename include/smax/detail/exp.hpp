@@ -6,7 +6,7 @@
 //   has enough trailing zero bits that n*ln2_hi is exact for every n reached), e^r = 1 + r*q(r)
 //   with q fitted by tools/fit_exp.py, and the result scaled by 2^n through the exponent field.
 // Results that are subnormal are scaled in two steps, so they are rounded once, not flushed.
-// Measured accuracy (tests/exp_scan.cpp scans every float in [-104, 0]; doubles are sampled):
+// Measured accuracy (tests/test_exp.cpp scans every float in [-104, 0]; doubles are sampled):
 // see the README's accuracy table; the bound used by the tests is 2 ulp.
 #pragma once
 

@@ -1,0 +1,228 @@
+// The raw-pointer kernels of smax::detail, called directly with the no-SIMD fallback
+// (scalar_arch) and with the build's widest vectors (best_arch), on each of the three memory
+// paths the driver picks (path_of: contiguous, across, scalar), out of place and in place,
+// against the long double reference with the budgets of reference.hpp. Memory outside the
+// described elements must stay untouched.
+#include "reference.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using ref::Index;
+using ref::ld;
+using smax::detail::path;
+using smax::detail::per_dist;
+using smax::detail::strided;
+template <class T>
+using RowMatX = ref::Mat<T>;
+
+template <class Arch, class T>
+struct on {
+  using arch = Arch;
+  using type = T;
+};
+using scalar_float = on<smax::detail::scalar_arch, float>;
+using scalar_double = on<smax::detail::scalar_arch, double>;
+using best_float = on<smax::detail::best_arch, float>;
+using best_double = on<smax::detail::best_arch, double>;
+
+const char* name(path p) {
+  switch (p) {
+    case path::contiguous:
+      return "contiguous";
+    case path::across:
+      return "across";
+    case path::scalar:
+      return "scalar";
+  }
+  return "?";
+}
+
+/// Where element j of distribution i lives: i * ds + j * cs, with strides chosen so that the
+/// driver takes path p: unit class stride (contiguous, rows padded), unit distribution stride
+/// (across, columns padded), or neither (scalar).
+struct layout {
+  Index ds, cs, extent;
+  layout(path p, Index n, Index k) {
+    switch (p) {
+      case path::contiguous:
+        ds = k + 3, cs = 1;
+        break;
+      case path::across:
+        ds = 1, cs = n + 3;
+        break;
+      case path::scalar:
+        ds = 2, cs = 2 * n + 3;
+        break;
+    }
+    extent = n > 0 && k > 0 ? (n - 1) * ds + (k - 1) * cs + 1 + 2 : 2;  // 2 spare at the end
+  }
+  Index at(Index i, Index j) const { return i * ds + j * cs; }
+};
+
+template <class T>
+std::vector<T> place(const RowMatX<T>& m, const layout& lay, T fill) {
+  std::vector<T> buf(static_cast<std::size_t>(lay.extent), fill);
+  for (Index i = 0; i < m.rows(); ++i)
+    for (Index j = 0; j < m.cols(); ++j) buf[static_cast<std::size_t>(lay.at(i, j))] = m(i, j);
+  return buf;
+}
+
+template <class T>
+ref::LMat gather(const std::vector<T>& buf, const layout& lay, Index n, Index k) {
+  ref::LMat m(n, k);
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < k; ++j) m(i, j) = buf[static_cast<std::size_t>(lay.at(i, j))];
+  return m;
+}
+
+/// Whether every element of buf that is not one of the n x k described still holds `fill`.
+template <class T>
+bool untouched_outside(const std::vector<T>& buf, const layout& lay, Index n, Index k, T fill) {
+  std::vector<bool> inside(buf.size(), false);
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < k; ++j) inside[static_cast<std::size_t>(lay.at(i, j))] = true;
+  for (std::size_t e = 0; e < buf.size(); ++e)
+    if (!inside[e] && !(buf[e] == fill)) return false;
+  return true;
+}
+
+template <class T>
+strided<const T> view(const std::vector<T>& buf, const layout& lay) {
+  return {buf.data(), lay.ds, lay.cs};
+}
+template <class T>
+strided<T> view(std::vector<T>& buf, const layout& lay) {
+  return {buf.data(), lay.ds, lay.cs};
+}
+
+/// K and N around the vector width of T in this build: the across path's groups of rows, the
+/// contiguous path's vectors, partial tails and 16-vector summation blocks, and 15 to 17 around
+/// the largest K that the contiguous path processes with rows in lanes.
+template <class T>
+std::vector<Index> kernel_class_counts() {
+  const Index l = ref::lanes<T>;
+  std::vector<Index> k = {0,         1,  2,  3,  l - 1,      l,      l + 1,      2 * l + 1,  4 * l,
+                          4 * l + 1, 15, 16, 17, 16 * l - 1, 16 * l, 16 * l + 1, 64 * l + 3, 1000};
+  std::sort(k.begin(), k.end());
+  k.erase(std::unique(k.begin(), k.end()), k.end());
+  return k;
+}
+template <class T>
+std::vector<Index> kernel_batch_sizes() {
+  const Index l = ref::lanes<T>;
+  std::vector<Index> n = {0, 1, 2, l - 1, l, l + 1, 2 * l + 3};
+  std::sort(n.begin(), n.end());
+  n.erase(std::unique(n.begin(), n.end()), n.end());
+  return n;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar and SIMD",
+                   "[kernels]", scalar_float, scalar_double, best_float, best_double) {
+  using Arch = typename TestType::arch;
+  using T = typename TestType::type;
+  namespace d = smax::detail;
+  const path p = GENERATE(path::contiguous, path::across, path::scalar);
+  const Index k = GENERATE(from_range(kernel_class_counts<T>()));
+  const Index n = GENERATE(from_range(kernel_batch_sizes<T>()));
+  const ref::scenario s = GENERATE(ref::scenario::standard, ref::scenario::mixed);
+  INFO(Arch::name() << ", " << ref::type_name<T>() << ", path " << name(p) << ", K = " << k
+                    << ", N = " << n << ", inputs: " << ref::name(s));
+  const layout lay(p, n, k);
+  const T fill = T(-4321);
+  const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
+  const ref::LMat xl = ref::to_ld(x);
+  const std::vector<T> xb = place(x, lay, fill);
+  // The driver picks the path this layout is for (with one class or one distribution several
+  // paths fit, and it may pick any of them).
+  std::vector<T> yb(xb.size(), fill);
+  if (n >= 2 && k >= 2) CHECK(d::path_of(n, k, view(xb, lay), view(yb, lay)) == p);
+
+  SECTION("softmax and log_softmax, out of place and in place") {
+    d::softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
+    REF_CHECK(ref::check_softmax<T>(xl, gather(yb, lay, n, k)));
+    CHECK(untouched_outside(yb, lay, n, k, fill));
+
+    std::fill(yb.begin(), yb.end(), fill);
+    d::log_softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
+    REF_CHECK(ref::check_log_softmax<T>(xl, gather(yb, lay, n, k)));
+    CHECK(untouched_outside(yb, lay, n, k, fill));
+
+    std::vector<T> a = xb;  // in place: input and output the same view
+    d::softmax<Arch>(n, k, view(std::as_const(a), lay), view(a, lay));
+    REF_CHECK(ref::check_softmax<T>(xl, gather(a, lay, n, k)));
+    CHECK(untouched_outside(a, lay, n, k, fill));
+    a = xb;
+    d::log_softmax<Arch>(n, k, view(std::as_const(a), lay), view(a, lay));
+    REF_CHECK(ref::check_log_softmax<T>(xl, gather(a, lay, n, k)));
+  }
+  SECTION("logsumexp into one value per distribution, contiguous or strided") {
+    const Index stride = GENERATE(1, 3);
+    std::vector<T> out(static_cast<std::size_t>(n * stride + 2), fill);
+    d::logsumexp<Arch>(n, k, view(xb, lay), per_dist<T>{out.data(), stride});
+    ref::LMat got(n, 1);
+    for (Index i = 0; i < n; ++i) got(i, 0) = out[static_cast<std::size_t>(i * stride)];
+    REF_CHECK(ref::check_logsumexp<T>(xl, got));
+    for (std::size_t e = 0; e < out.size(); ++e)
+      if (static_cast<Index>(e) >= n * stride || static_cast<Index>(e) % stride != 0)
+        CHECK(out[e] == fill);
+  }
+  SECTION("softmax_backward and log_softmax_backward, out of place and in place") {
+    const auto in = ref::make_backward_inputs<T>(ref::scenario::standard, n, k,
+                                                 ref::seed_of(7, n, k, sizeof(T)));
+    const std::vector<T> y = place(in.y, lay, fill), dy = place(in.dy, lay, fill),
+                         lp = place(in.logp, lay, fill), dlp = place(in.dlogp, lay, fill);
+    const ref::LMat yl = ref::to_ld(in.y), dyl = ref::to_ld(in.dy);
+    const ref::LMat lpl = ref::to_ld(in.logp), dlpl = ref::to_ld(in.dlogp);
+
+    d::softmax_backward<Arch>(n, k, view(y, lay), view(dy, lay), view(yb, lay));
+    REF_CHECK(ref::check_softmax_backward<T>(yl, dyl, gather(yb, lay, n, k)));
+    CHECK(untouched_outside(yb, lay, n, k, fill));
+    std::fill(yb.begin(), yb.end(), fill);
+    d::log_softmax_backward<Arch>(n, k, view(lp, lay), view(dlp, lay), view(yb, lay));
+    REF_CHECK(ref::check_log_softmax_backward<T>(lpl, dlpl, gather(yb, lay, n, k)));
+    CHECK(untouched_outside(yb, lay, n, k, fill));
+
+    std::vector<T> a = dy;  // dx over dy
+    d::softmax_backward<Arch>(n, k, view(y, lay), view(std::as_const(a), lay), view(a, lay));
+    REF_CHECK(ref::check_softmax_backward<T>(yl, dyl, gather(a, lay, n, k)));
+    a = lp;  // dx over logp
+    d::log_softmax_backward<Arch>(n, k, view(std::as_const(a), lay), view(dlp, lay), view(a, lay));
+    REF_CHECK(ref::check_log_softmax_backward<T>(lpl, dlpl, gather(a, lay, n, k)));
+  }
+}
+
+TEMPLATE_TEST_CASE("the scalar fallback and the SIMD kernels agree closely", "[kernels]", float,
+                   double) {
+  // Both are checked against the reference above; here, on a long row and a batch of short
+  // ones, they must also agree with each other to within the budget of either (a sanity check
+  // that the two builds of one kernel compute the same function, not just accurate ones).
+  using T = TestType;
+  namespace d = smax::detail;
+  const Index l = ref::lanes<T>;
+  const Index n = GENERATE_COPY(Index(1), 4 * l + 1);
+  const Index k = n == 1 ? 50257 : 3 * l + 2;
+  const path p = GENERATE(path::contiguous, path::across);
+  INFO("N = " << n << ", K = " << k << ", path " << name(p));
+  const layout lay(p, n, k);
+  const RowMatX<T> x = ref::logits<T>(ref::scenario::standard, n, k, ref::seed_of(8, n, k));
+  const std::vector<T> xb = place(x, lay, T(0));
+  std::vector<T> ys(xb.size()), yv(xb.size());
+  d::softmax<d::scalar_arch>(n, k, view(xb, lay), view(ys, lay));
+  d::softmax<d::best_arch>(n, k, view(xb, lay), view(yv, lay));
+  const ref::LMat a = gather(ys, lay, n, k), b = gather(yv, lay, n, k);
+  ref::verdict v("softmax scalar vs SIMD", ref::type_name<T>());
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < k; ++j) {
+      const ld unit = ref::ulp<T>(a(i, j));
+      v.add<T>(i, j, b(i, j), a(i, j), unit,
+               2 * ref::softmax_budget_ulps<T>(k, x(i, j) - x.row(i).maxCoeff()) * unit);
+    }
+  REF_CHECK(v);
+}
