@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-smax_require_packages "${SMAX_BUILD_PACKAGES[@]}" python3
+smax_require_packages "${SMAX_BUILD_PACKAGES[@]}" "${SMAX_BENCH_PACKAGES[@]}"
 
 cmake --workflow --preset bench
 mkdir -p bench/results

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-smax_require_packages "${SMAX_BUILD_PACKAGES[@]}"
+smax_require_packages "${SMAX_BUILD_PACKAGES[@]}" "${SMAX_EXAMPLE_PACKAGES[@]}"
 
 # The shared contract lives beside the repository (../shared/contract).
 if [ -z "${SMAX_CONTRACT_DIR:-}" ]; then
