@@ -26,10 +26,10 @@
 //                loss and for every per-row loss; an infinity or a NaN must match exactly, an
 //                ignored row's loss must be exactly 0. The general checks add a floor of
 //                8 eps · Σ_i |r_ce| A_i (per row: 8 eps · A_i): the rounding of the exp sum s >= 1
-//                inside −log p_y = log s − (x_y − max), which is all of the loss of a confident
-//                row (KNOWN LIMITATION of smax: log s, not log1p, so a row with p_y near 1 keeps
-//                only an absolute accuracy; test_cross_entropy_numerics.cpp holds the strict
-//                relative check that fails because of it).
+//                inside Σ_c w_c q_c (log s − (x_c − max)), which is all of the loss of a
+//                confident row with probability targets. (With labels smax computes −log p_y as
+//                log1p(Σ_{c≠y} e_c / e_y) and needs no floor: test_cross_entropy_numerics.cpp
+//                holds that row to the strict relative budget.)
 //   gradient     |g_ic − exact| <= 32 eps · B_i, B_i the largest term of row i's gradient formula
 //                (taken before the soft-cap factor sech² <= 1, which only shrinks the entries):
 //                  B_i = max( (|r_ce|·A + |2 s r_z lse|) · max(max_c p_c, P_i),
