@@ -109,7 +109,9 @@ ce_stats<S> merge_stats(const ce_stats<S>& a, const ce_stats<S>& b) noexcept {
   // NaN must survive the max: a NaN in either operand makes the merged sums NaN anyway.
   const S shift = row_shift(r.max), sa = row_shift(a.max), sb = row_shift(b.max);
   r.sum_other = a.sum_other * exp_nonpos(sa - shift) + b.sum_other * exp_nonpos(sb - shift);
-  r.smooth = a.smooth + a.weight_sum * (sa - shift) + b.smooth + b.weight_sum * (sb - shift);
+  // Each side shifted on its own, then one addition: the merge is commutative bit for bit (an
+  // all-reduce may combine in any order and must give every rank the same statistics).
+  r.smooth = (a.smooth + a.weight_sum * (sa - shift)) + (b.smooth + b.weight_sum * (sb - shift));
   r.weight_sum = a.weight_sum + b.weight_sum;
   r.target = a.target + b.target;
   r.target_weight = a.target_weight + b.target_weight;
