@@ -122,11 +122,44 @@ def table(results, ops=None, regimes=None):
     return "\n".join(lines)
 
 
+def summary(results):
+    """The README's table: one row per K, float, one thread. softmax row-major cache-resident
+    (smax and ratios to the Eigen loop and oneDNN), out of cache (smax and % of memcpy), column-
+    major (time over row-major), and the fused cross-entropy forward+backward (smax, ratio to the
+    Eigen row loop, % of memcpy out of cache)."""
+    def rate(op, impl, layout, regime, k):
+        r = results.get((op, impl, layout, regime, k))
+        return None if r is None else r["rate"]
+
+    def copy(regime, k):
+        return rate("copy", "memcpy", "flat", regime, k)
+
+    head = ["K", "softmax G/s", "× Eigen loop", "× oneDNN", "out of cache G/s", "% memcpy",
+            "col-major time / row-major", "CE fwd+bwd G/s", "× Eigen loop", "out of cache % memcpy"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] * len(head)) + "|"]
+    ks = sorted({k[4] for k in results if k[0] == "softmax"})
+    for k in ks:
+        sm = rate("softmax", "smax", "row", "cache", k)
+        smm = rate("softmax", "smax", "row", "memory", k)
+        col = rate("softmax", "smax", "col", "cache", k)
+        ce = rate("ce_fwdbwd", "smax", "row", "cache", k)
+        cem = rate("ce_fwdbwd", "smax", "row", "memory", k)
+        cells = [str(k), fmt_rate(sm), fmt_ratio(sm, rate("softmax", "eigen_loop", "row", "cache", k)),
+                 fmt_ratio(sm, rate("softmax", "dnnl", "row", "cache", k)), fmt_rate(smm),
+                 fmt_pct(smm, copy("memory", k)), fmt_ratio(sm, col), fmt_rate(ce),
+                 fmt_ratio(ce, rate("ce_fwdbwd", "eigen_loop", "row", "cache", k)),
+                 # memcpy moves 8 bytes per element, as fwd+bwd does (read logits, write grad)
+                 fmt_pct(cem, copy("memory", k))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json")
     p.add_argument("--op", action="append", help="only this op (repeatable)")
     p.add_argument("--regime", action="append", choices=REGIMES, help="only this regime")
+    p.add_argument("--summary", action="store_true", help="the README's one-row-per-K table")
     args = p.parse_args(argv)
     context, results = load(args.json)
     if not results:
@@ -138,7 +171,7 @@ def main(argv):
           + (f" ({', '.join(dnnl)})" if dnnl else "") + ".")
     print("Elements per second (G/s), single thread, float; regime cache: about 2^16 elements "
           "per call, memory: about 2^24.\n")
-    print(table(results, args.op, args.regime))
+    print(summary(results) if args.summary else table(results, args.op, args.regime))
 
 
 if __name__ == "__main__":
