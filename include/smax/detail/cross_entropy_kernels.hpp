@@ -40,6 +40,7 @@ struct ce_params {
   T grad_z = 1;                // gradient scale of the z-loss term
   index_t k_total = 0;         // K of the full vocabulary (ε/K); the kernel's k unless sharded
   label_spec labels{-100, 0, 0};
+  bool stream = false;         // the gradient is large enough to stream past the caches
   bool general() const noexcept { return cap > 0 || smoothing > 0 || weights != nullptr; }
 };
 
@@ -194,7 +195,7 @@ template <bool HasGrad, bool General, class G, class X, class T, class Lab>
 void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const Lab& lab,
                      const strided<const X>& src, bool stored, bool recap, const strided<X>& gr,
                      const per_dist<const T>& up, const per_dist<T>& losses,
-                     const ce_params<T>& prm, ce_totals& tot) {
+                     const ce_params<T>& prm, ce_totals& tot, const strided<X>* exps = nullptr) {
   using S = typename G::state;
   const T zero(0), one(1);
   const bool capped = General && prm.cap > 0;
@@ -227,12 +228,15 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
     const S b = r_ce * S(eps_k);
     const T cap_c = prm.cap, inv_cap = capped ? one / prm.cap : zero;
     const T* w = prm.weights;
+    // Where pass 2 stored the exps: the gradient buffer, or a stack buffer when the gradient
+    // streams (then written once, here).
+    const strided<X> ex = exps != nullptr ? *exps : gr;
     // Pass 3: the gradient, from the stored exps or from the logits again.
-    g.for_each([=](const auto& io) {
+    const auto pass3 = [=](const auto& io) {
       using W = decltype(io.splat(coef));
       W p;
       if (stored) {
-        p = io.load(gr);
+        p = io.load(ex);
       } else {
         W v = io.load(src);
         if constexpr (General) {
@@ -251,7 +255,12 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
         }
       }
       io.store(gr, keep_valid(lab, gv));
-    });
+    };
+    if (exps != nullptr) {
+      g.for_each_stream(gr, pass3);
+    } else {
+      g.for_each(pass3);
+    }
     // The label's entry: p_y − 1 = −Σ_{c≠y} p_c, so a confident prediction keeps its gradient.
     S gy = zterm - coef * (st.sum_other * inv) + r_ce * S(eps_k) * (st.weight_sum - w_y);
     if (capped) {
@@ -277,8 +286,18 @@ void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const 
     return;
   }
   strided<const X> src = x;
-  const auto st = ce_label_stats<HasGrad, General>(g, x, lab, gr, prm, src);
   const bool capped = General && prm.cap > 0;
+  if constexpr (HasGrad && G::rows_contiguous && std::is_same<X, T>::value) {
+    // A large gradient streams: the exps wait in a stack buffer, and the gradient is written once.
+    if (prm.stream && !capped && g.begin == 0 && g.k <= scratch_elems<T>) {
+      alignas(64) T scratch[scratch_elems<T>];
+      const strided<X> ex{scratch, 0, 1};
+      const auto st = ce_label_stats<true, General>(g, x, lab, ex, prm, src);
+      ce_label_finish<true, General>(g, st, lab, src, true, false, gr, up, losses, prm, tot, &ex);
+      return;
+    }
+  }
+  const auto st = ce_label_stats<HasGrad, General>(g, x, lab, gr, prm, src);
   ce_label_finish<HasGrad, General>(g, st, lab, src, HasGrad && !capped, capped && !HasGrad, gr, up,
                                     losses, prm, tot);
 }
@@ -385,8 +404,11 @@ void with_modes(bool has_grad, bool general, F&& f) {
 template <class Arch = best_arch, class X, class Lbl, class T>
 ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dist<const Lbl> y,
                                strided<X> grad, per_dist<const T> upstream, per_dist<T> losses,
-                               const ce_params<T>& prm, int threads = 1) noexcept {
+                               const ce_params<T>& prm_in, int threads = 1) noexcept {
   chunk_totals tots;
+  ce_params<T> p = prm_in;
+  p.stream = grad.p != nullptr && streams<X>(n, k);
+  const ce_params<T>& prm = p;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
     tots.chunks = run_threads<Arch, T>(
         n, k, threads,

@@ -63,7 +63,7 @@ struct exp_constants<double> {
 /// Special values: -inf and x < lo give +0; NaN gives NaN. For 0 < x < 88 (float) / 709
 /// (double) the result is still correct; larger x is outside the domain.
 template <class V>
-inline V exp_nonpos(V x) noexcept {
+SMAX_ALWAYS_INLINE V exp_nonpos(V x) noexcept {
   using T = scalar_of<V>;
   using C = exp_constants<T>;
   x = max_keep_nan(splat<V>(C::lo), x);

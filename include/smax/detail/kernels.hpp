@@ -236,6 +236,20 @@ struct partial_io {
   }
 };
 
+/// A whole vector of a contiguous distribution whose output store streams past the caches (the
+/// output is aligned there: contiguous_group::for_each_stream).
+template <class V>
+struct stream_io : contiguous_io<V> {
+  template <class U>
+  void store(const strided<U>& a, const V& v) const noexcept {
+    if constexpr (std::is_same<U, scalar_of<V>>::value) {
+      store_stream(a.p + this->j, v);
+    } else {
+      contiguous_io<V>::store(a, v);
+    }
+  }
+};
+
 /// The lanes of a partial vector that hold data.
 template <class V>
 auto tail_mask(index_t rem) noexcept {
@@ -260,6 +274,7 @@ template <class V>
 struct contiguous_group {
   using T = scalar_of<V>;
   using state = T;  // one value per distribution
+  static constexpr bool rows_contiguous = true;
   static constexpr index_t L = lanes<V>;
   index_t k;          // the classes [begin, k) are this group's
   index_t begin = 0;  // > 0 only for a slice of a distribution split across threads
@@ -321,6 +336,24 @@ struct contiguous_group {
     }
   }
 
+  /// for_each whose stores into `out` stream past the caches: a partial vector up to the first
+  /// vector-aligned element of out, whole aligned vectors, a partial vector at the end.
+  template <class U, class F>
+  void for_each_stream(const strided<U>& out, F f) const {
+    if constexpr (is_scalar_v<V> || !std::is_same<U, T>::value) {
+      for_each(f);
+    } else {
+      index_t j = begin;
+      const auto misalign = reinterpret_cast<std::uintptr_t>(out.p + j) % sizeof(V);
+      if (misalign % sizeof(T) != 0) return for_each(f);
+      const index_t head = std::min<index_t>(
+          k - j, misalign == 0 ? 0 : static_cast<index_t>((sizeof(V) - misalign) / sizeof(T)));
+      if (head > 0) f(partial_io<V>{j, head});
+      for (j += head; j + L <= k; j += L) f(stream_io<V>{{j}});
+      if (j < k) f(partial_io<V>{j, k - j});
+    }
+  }
+
   template <class U>
   void store_out(const per_dist<U>& out, T v) const noexcept {
     *out.p = narrow_to<U>(v);
@@ -358,17 +391,28 @@ struct contiguous_group {
 
 // ---- one vector of distributions side by side ---------------------------------------------------
 
-/// Class j of lanes() neighbouring distributions, one per lane.
-template <class V>
+/// Class j of lanes() neighbouring distributions, one per lane. Partial: only the first rem
+/// lanes hold distributions (the last rows of a batch, or a batch smaller than a vector): loads
+/// fill the others with 0 and stores leave their memory alone.
+template <class V, bool Partial = false>
 struct across_io {
   index_t j;
+  index_t rem;
   template <class U>
   V load(const strided<U>& a) const noexcept {
-    return load_as<V>(a.p + j * a.cs);
+    if constexpr (Partial) {
+      return load_partial_as<V>(a.p + j * a.cs, rem);
+    } else {
+      return load_as<V>(a.p + j * a.cs);
+    }
   }
   template <class U>
   void store(const strided<U>& a, const V& v) const noexcept {
-    store_as(a.p + j * a.cs, v);
+    if constexpr (Partial) {
+      store_partial_as(a.p + j * a.cs, v, rem);
+    } else {
+      store_as(a.p + j * a.cs, v);
+    }
   }
   template <class U>
   V load(const per_class<U>& a) const noexcept {
@@ -383,12 +427,24 @@ struct across_io {
   }
 };
 
-template <class V>
+template <class V, bool Partial = false>
 struct across_group {
   using T = scalar_of<V>;
   using state = V;  // one value per distribution, one distribution per lane
   static constexpr index_t L = lanes<V>;
   index_t k;
+  index_t rem = L;  // the lanes that hold distributions (< L only when Partial)
+  static constexpr bool rows_contiguous = false;
+  static constexpr index_t begin = 0;
+
+  template <class U, class F>
+  void for_each_stream(const strided<U>&, F f) const {
+    for_each(f);
+  }
+
+  across_io<V, Partial> io(index_t j) const noexcept { return {j, rem}; }
+  /// Lanes that hold distributions: every per-distribution read and write stops there.
+  index_t used() const noexcept { return Partial ? rem : L; }
 
   template <class F>
   V reduce_max(F f) const {
@@ -396,35 +452,35 @@ struct across_group {
     V a0 = lowest, a1 = lowest, a2 = lowest, a3 = lowest;
     index_t j = 0;
     for (; j + 4 <= k; j += 4) {
-      a0 = max(a0, f(across_io<V>{j}));
-      a1 = max(a1, f(across_io<V>{j + 1}));
-      a2 = max(a2, f(across_io<V>{j + 2}));
-      a3 = max(a3, f(across_io<V>{j + 3}));
+      a0 = max(a0, f(io(j)));
+      a1 = max(a1, f(io(j + 1)));
+      a2 = max(a2, f(io(j + 2)));
+      a3 = max(a3, f(io(j + 3)));
     }
-    for (; j < k; ++j) a0 = max(a0, f(across_io<V>{j}));
+    for (; j < k; ++j) a0 = max(a0, f(io(j)));
     return max(max(a0, a1), max(a2, a3));
   }
 
   template <class F>
   auto reduce_sum(F f) const {
-    using R = decltype(f(across_io<V>{0}));
+    using R = decltype(f(io(0)));
     pairwise_sum<R> acc;
     constexpr index_t block = 16;  // 4 independent accumulators x 4 classes
     index_t j = 0;
     for (; j + block <= k; j += block) {
-      R a0 = f(across_io<V>{j}), a1 = f(across_io<V>{j + 1});
-      R a2 = f(across_io<V>{j + 2}), a3 = f(across_io<V>{j + 3});
+      R a0 = f(io(j)), a1 = f(io(j + 1));
+      R a2 = f(io(j + 2)), a3 = f(io(j + 3));
       for (index_t jj = j + 4; jj < j + block; jj += 4) {
-        a0 = a0 + f(across_io<V>{jj});
-        a1 = a1 + f(across_io<V>{jj + 1});
-        a2 = a2 + f(across_io<V>{jj + 2});
-        a3 = a3 + f(across_io<V>{jj + 3});
+        a0 = a0 + f(io(jj));
+        a1 = a1 + f(io(jj + 1));
+        a2 = a2 + f(io(jj + 2));
+        a3 = a3 + f(io(jj + 3));
       }
       acc.add((a0 + a1) + (a2 + a3));
     }
     if (j < k) {
-      R a = f(across_io<V>{j});
-      for (++j; j < k; ++j) a = a + f(across_io<V>{j});
+      R a = f(io(j));
+      for (++j; j < k; ++j) a = a + f(io(j));
       acc.add(a);
     }
     return acc.total();
@@ -432,23 +488,23 @@ struct across_group {
 
   template <class F>
   void for_each(F f) const {
-    for (index_t j = 0; j < k; ++j) f(across_io<V>{j});
+    for (index_t j = 0; j < k; ++j) f(io(j));
   }
 
   template <class U>
   void store_out(const per_dist<U>& out, const V& v) const noexcept {
-    if (out.stride == 1) {
+    if (out.stride == 1 && !Partial) {
       store_as(out.p, v);
     } else {
       alignas(64) T buf[L];
       detail::store(buf, v);
-      for (index_t l = 0; l < L; ++l) out.p[l * out.stride] = narrow_to<U>(buf[l]);
+      for (index_t l = 0; l < used(); ++l) out.p[l * out.stride] = narrow_to<U>(buf[l]);
     }
   }
   template <class U>
   V load_out(const per_dist<U>& in) const noexcept {
-    alignas(64) T buf[L];
-    for (index_t l = 0; l < L; ++l) buf[l] = widen<T>(in.p[l * in.stride]);
+    alignas(64) T buf[L] = {};
+    for (index_t l = 0; l < used(); ++l) buf[l] = widen<T>(in.p[l * in.stride]);
     return detail::load<V>(buf);
   }
 
@@ -464,7 +520,8 @@ struct across_group {
       alignas(64) I ys[L];
       alignas(64) T ok[L];
       for (index_t l = 0; l < L; ++l) {
-        const one_label one = make_label(y.p[l * y.stride], spec);
+        // Lanes without a distribution count as ignored rows: no loss, no gradient.
+        const one_label one = l < used() ? make_label(y.p[l * y.stride], spec) : one_label{-1, false};
         lab.y[l] = one.y;
         ys[l] = static_cast<I>(one.y);
         ok[l] = one.valid ? T(1) : T(0);
@@ -481,7 +538,7 @@ struct across_group {
       return lab.y >= 0 ? widen<T>(a.p[lab.y * class_step(a)]) : T(0);
     } else {
       alignas(64) T buf[L];
-      for (index_t l = 0; l < L; ++l)
+      for (index_t l = 0; l < L; ++l)  // lanes past used() have y = -1
         buf[l] =
             lab.y[l] >= 0 ? widen<T>(a.p[l * lane_step(a) + lab.y[l] * class_step(a)]) : T(0);
       return detail::load<V>(buf);
@@ -512,7 +569,7 @@ struct across_group {
   void each_lane(const V& v, F&& f) const {
     alignas(64) T buf[L];
     detail::store(buf, v);
-    for (index_t l = 0; l < L; ++l) f(l, buf[l]);
+    for (index_t l = 0; l < used(); ++l) f(l, buf[l]);
   }
 
  private:
@@ -573,27 +630,66 @@ path path_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
 /// group: no horizontal reductions, no partial vectors, every lane busy.
 inline constexpr index_t small_k_max = 16;
 
+/// Rows [0, L) of a tile of contiguous distributions (row stride ds, k <= small_k_max classes)
+/// into buf transposed, buf[j * L + l] = p[l * ds + j]: one L x L block of vectors at a time,
+/// loaded (the last block masked), transposed in registers, stored as columns. Vector stores and
+/// loads of whole columns, so the across kernel's loads are forwarded from them.
+template <class V, class U>
+SMAX_ALWAYS_INLINE void tile_in(const U* p, index_t ds, index_t k, scalar_of<V>* buf) noexcept {
+  constexpr index_t L = lanes<V>;
+  for (index_t b = 0; b < k; b += L) {
+    const index_t cnt = k - b < L ? k - b : L;
+    V r[L];
+    for (index_t l = 0; l < L; ++l)
+      r[l] = cnt == L ? load_as<V>(p + l * ds + b) : load_partial_as<V>(p + l * ds + b, cnt);
+    transpose_square(r);
+    for (index_t c = 0; c < cnt; ++c) detail::store(buf + (b + c) * L, r[c]);
+  }
+}
+
+/// The inverse of tile_in: columns buf[j * L .. j * L + L) back to rows p[l * ds + j], writing
+/// the k classes of each row and nothing else.
+template <class V, class U>
+SMAX_ALWAYS_INLINE void tile_out(const scalar_of<V>* buf, index_t k, U* p, index_t ds) noexcept {
+  constexpr index_t L = lanes<V>;
+  for (index_t b = 0; b < k; b += L) {
+    const index_t cnt = k - b < L ? k - b : L;
+    V r[L];
+    for (index_t c = 0; c < L; ++c)
+      r[c] = c < cnt ? detail::load<V>(buf + (b + c) * L) : V(scalar_of<V>(0));
+    transpose_square(r);
+    for (index_t l = 0; l < L; ++l) {
+      if (cnt == L) {
+        store_as(p + l * ds + b, r[l]);
+      } else {
+        store_partial_as(p + l * ds + b, r[l], cnt);
+      }
+    }
+  }
+}
+
 /// How run() hands an array to a rows-in-lanes tile: inputs are copied in transposed, outputs are
 /// computed in the tile and copied back; per-distribution and per-class arrays pass through.
-template <class A, index_t L>
+template <class A, class V>
 struct tile_slot {
   A in(const A& a, index_t) noexcept { return a; }
   void out(index_t) noexcept {}
 };
-template <class U, index_t L>
-struct tile_slot<strided<const U>, L> {
-  using T = compute_t<U>;
+template <class U, class V>
+struct tile_slot<strided<const U>, V> {
+  using T = scalar_of<V>;
+  static constexpr index_t L = lanes<V>;
   alignas(64) T buf[small_k_max * L];
   strided<const T> in(const strided<const U>& a, index_t k) noexcept {
-    for (index_t l = 0; l < L; ++l)
-      for (index_t j = 0; j < k; ++j) buf[j * L + l] = widen<T>(a.p[l * a.ds + j]);
+    tile_in<V>(a.p, a.ds, k, buf);
     return {buf, 1, L};
   }
   void out(index_t) noexcept {}
 };
-template <class U, index_t L>
-struct tile_slot<strided<U>, L> {
-  using T = compute_t<U>;
+template <class U, class V>
+struct tile_slot<strided<U>, V> {
+  using T = scalar_of<V>;
+  static constexpr index_t L = lanes<V>;
   alignas(64) T buf[small_k_max * L];
   strided<U> dst{nullptr, 0, 0};
   strided<T> in(const strided<U>& a, index_t) noexcept {
@@ -601,9 +697,7 @@ struct tile_slot<strided<U>, L> {
     return {a.p == nullptr ? nullptr : buf, 1, L};
   }
   void out(index_t k) noexcept {
-    if (dst.p == nullptr) return;
-    for (index_t l = 0; l < L; ++l)
-      for (index_t j = 0; j < k; ++j) dst.p[l * dst.ds + j] = narrow_to<U>(buf[j * L + l]);
+    if (dst.p != nullptr) tile_out<V>(buf, k, dst.p, dst.ds);
   }
 };
 
@@ -623,14 +717,14 @@ void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slots, std::inde
 /// distributions per group (the remainder one at a time), or, for any other layout, one scalar
 /// at a time.
 template <class Arch, class T, class Op, class... Arrays>
-inline void run(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
+inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   using V = vec_t<T, Arch>;
   const path how = path_of(n, k, arrays...);
   index_t i = 0;
   if (how == path::contiguous) {
     if constexpr (!is_scalar_v<V>) {
       if (k > 1 && k <= small_k_max && n >= lanes<V>) {
-        std::tuple<tile_slot<Arrays, lanes<V>>...> slots;
+        std::tuple<tile_slot<Arrays, V>...> slots;
         run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
       }
     }
@@ -641,9 +735,22 @@ inline void run(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   if (how == path::across) {
     const across_group<V> g{k};
     for (; i + lanes<V> <= n; i += lanes<V>) op(g, arrays.at(i)...);
+    if constexpr (!is_scalar_v<V>) {
+      // The last n mod lanes distributions (all of them when n < lanes) in one partial vector.
+      if (i < n) op(across_group<V, true>{k, n - i}, arrays.at(i)...);
+      return;
+    }
   }
   const across_group<T> g{k};
   for (; i < n; ++i) op(g, arrays.at(i)...);
+}
+
+/// run_groups, then a fence for the streaming stores a kernel may have made (the caller's next
+/// reads, and other threads after a barrier, see them).
+template <class Arch, class T, class Op, class... Arrays>
+inline void run(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
+  run_groups<Arch, T>(n, k, op, arrays...);
+  stream_fence();
 }
 
 // ---- threads (OpenMP, when the user compiles with it)
@@ -749,6 +856,7 @@ int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Array
         const index_t k0 = b0 * block < k ? b0 * block : k, k1 = b1 * block < k ? b1 * block : k;
         split_group<V> g{{k1, k0}, t, nt, &slots};
         for (index_t i = 0; i < n; ++i) op(g, arrays.at(i)...);
+        stream_fence();
       }
       return 1;
     }
@@ -785,20 +893,52 @@ auto every_chunk(Op op) noexcept {
   return [op](int) { return op; };
 }
 
-/// y = softmax(x): three passes (max; exp, sum and store; scale by one reciprocal).
+/// Outputs of at least this many bytes are written with streaming stores where a kernel can: they
+/// would not stay in cache anyway (beyond the L2 + L3 share of a core), and skipping the
+/// write-allocate read of each output line saves a third of the memory traffic.
+inline constexpr std::size_t stream_min_bytes = std::size_t{16} << 20;
+/// Rows up to this many bytes keep their exps in a stack buffer when the output streams, so that
+/// the output is written once, by the last pass.
+inline constexpr std::size_t scratch_bytes = std::size_t{16} << 10;
+template <class T>
+inline constexpr index_t scratch_elems = static_cast<index_t>(scratch_bytes / sizeof(T));
+
+template <class Y>
+bool streams(index_t n, index_t k) noexcept {
+  return !is_narrow_v<Y> &&
+         static_cast<std::size_t>(n) * static_cast<std::size_t>(k) * sizeof(Y) >= stream_min_bytes;
+}
+
+/// y = softmax(x): three passes (max; exp, sum and store; scale by one reciprocal). A large
+/// output of rows up to scratch_bytes keeps the exps in a stack buffer and streams y once.
 template <class Arch = best_arch, class X, class Y>
 void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
+  const bool stream = streams<Y>(n, k);
   run_threads<Arch, compute_t<X>>(
       n, k, threads,
-      every_chunk([](const auto& g, const auto& xi, const auto& yi) {
+      every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {
+        using G = std::decay_t<decltype(g)>;
+        using T = scalar_of<typename G::state>;
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
-        const auto s = g.reduce_sum([=](const auto& io) {
-          const auto e = exp_nonpos(io.load(xi) - io.splat(shift));
-          io.store(yi, e);
-          return e;
-        });
-        const auto inv = row_reciprocal(s);
+        const auto exp_pass = [&](const auto& e_out) {
+          return g.reduce_sum([=](const auto& io) {
+            const auto e = exp_nonpos(io.load(xi) - io.splat(shift));
+            io.store(e_out, e);
+            return e;
+          });
+        };
+        if constexpr (G::rows_contiguous && std::is_same<std::decay_t<decltype(yi)>,
+                                                         strided<T>>::value) {
+          if (stream && g.begin == 0 && g.k <= scratch_elems<T>) {
+            alignas(64) T scratch[scratch_elems<T>];
+            const strided<T> e{scratch, 0, 1};
+            const auto inv = row_reciprocal(exp_pass(e));
+            g.for_each_stream(yi, [=](const auto& io) { io.store(yi, io.load(e) * io.splat(inv)); });
+            return;
+          }
+        }
+        const auto inv = row_reciprocal(exp_pass(yi));
         g.for_each([=](const auto& io) { io.store(yi, io.load(yi) * io.splat(inv)); });
       }),
       x, y);
@@ -807,17 +947,23 @@ void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads
 /// y = log_softmax(x) = (x - max) - log(sum(exp(x - max))); the exp pass stores nothing.
 template <class Arch = best_arch, class X, class Y>
 void log_softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
+  const bool stream = streams<Y>(n, k);
   run_threads<Arch, compute_t<X>>(
       n, k, threads,
-      every_chunk([](const auto& g, const auto& xi, const auto& yi) {
+      every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
             g.reduce_sum([=](const auto& io) { return exp_nonpos(io.load(xi) - io.splat(shift)); });
         const auto log_sum = row_log_sum(s);
-        g.for_each([=](const auto& io) {
+        const auto out = [=](const auto& io) {
           io.store(yi, (io.load(xi) - io.splat(shift)) - io.splat(log_sum));
-        });
+        };
+        if (stream) {
+          g.for_each_stream(yi, out);
+        } else {
+          g.for_each(out);
+        }
       }),
       x, y);
 }

@@ -18,6 +18,14 @@ namespace smax::detail {
 
 using index_t = std::ptrdiff_t;  // Eigen::Index
 
+// The few vector routines that run once per vector in every kernel's inner loop (exp, the tile
+// transposes): g++ -O2 leaves them out of line, and a call per vector spills every live vector.
+#if defined(__GNUC__) || defined(__clang__)
+#define SMAX_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define SMAX_ALWAYS_INLINE inline
+#endif
+
 /// Pseudo-architecture whose "vector" is one scalar: used when xsimd finds no SIMD instruction
 /// set at compile time, and for the remainders that do not fill a vector.
 struct scalar_arch {
@@ -151,11 +159,30 @@ inline void store_partial(scalar_of<V>* p, const V& v, index_t rem) noexcept {
     }
 #endif
 #if XSIMD_WITH_AVX
+    // Not vmaskmovps: AMD's masked stores are microcoded (a few per row cost as much as the row
+    // on Zen 3). At most three plain stores of 4, 2 and 1 floats (2 and 1 doubles) instead.
     if constexpr (std::is_base_of<xsimd::avx, A>::value) {
       if constexpr (sizeof(T) == 4) {
-        _mm256_maskstore_ps(p, avx_mask<std::int32_t>(rem), v);
+        __m128 part = _mm256_castps256_ps128(v);
+        if (rem & 4) {
+          _mm_storeu_ps(p, part);
+          part = _mm256_extractf128_ps(v, 1);
+          p += 4;
+        }
+        if (rem & 2) {
+          _mm_storel_pi(reinterpret_cast<__m64*>(p), part);
+          part = _mm_movehl_ps(part, part);
+          p += 2;
+        }
+        if (rem & 1) _mm_store_ss(p, part);
       } else {
-        _mm256_maskstore_pd(p, avx_mask<std::int64_t>(rem), v);
+        __m128d part = _mm256_castpd256_pd128(v);
+        if (rem & 2) {
+          _mm_storeu_pd(p, part);
+          part = _mm256_extractf128_pd(v, 1);
+          p += 2;
+        }
+        if (rem & 1) _mm_store_sd(p, part);
       }
       return;
     }
@@ -379,6 +406,133 @@ inline void store_partial_as(U* p, const W& v, index_t rem) noexcept {
   }
 }
 
+// ---- streaming (non-temporal) stores ---------------------------------------------------------------
+
+/// Stores a whole vector at p, aligned to the vector's size, bypassing the caches (no
+/// write-allocate read of the destination); a plain aligned store where the ISA has no such
+/// store. Callers end with stream_fence().
+template <class V>
+inline void store_stream(scalar_of<V>* p, const V& v) noexcept {
+  if constexpr (is_scalar_v<V>) {
+    *p = v;
+  } else {
+    using T = scalar_of<V>;
+    using A [[maybe_unused]] = typename V::arch_type;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      if constexpr (sizeof(T) == 4) {
+        _mm512_stream_ps(p, v);
+      } else {
+        _mm512_stream_pd(p, v);
+      }
+      return;
+    }
+#endif
+#if XSIMD_WITH_AVX
+    if constexpr (std::is_base_of<xsimd::avx, A>::value) {
+      if constexpr (sizeof(T) == 4) {
+        _mm256_stream_ps(p, v);
+      } else {
+        _mm256_stream_pd(p, v);
+      }
+      return;
+    }
+#endif
+#if XSIMD_WITH_SSE2
+    if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
+      if constexpr (sizeof(T) == 4) {
+        _mm_stream_ps(p, v);
+      } else {
+        _mm_stream_pd(p, v);
+      }
+      return;
+    }
+#endif
+    v.store_aligned(p);
+  }
+}
+
+/// Orders this thread's streaming stores before everything it does next.
+inline void stream_fence() noexcept {
+#if XSIMD_WITH_SSE2
+  _mm_sfence();
+#endif
+}
+
+// ---- square transposes (rows-in-lanes tiles)
+// -------------------------------------------------------
+
+/// Transposes the lanes<V> x lanes<V> matrix whose rows are r[0..L): afterwards r[c] holds what
+/// was lane c of every row. SSE and AVX shuffle in registers (the classic unpack/shuffle/
+/// permute2f128 networks); other instruction sets go through a stack buffer.
+template <class V>
+SMAX_ALWAYS_INLINE void transpose_square(V* r) noexcept {
+  if constexpr (!is_scalar_v<V>) {
+    using T = scalar_of<V>;
+    using A [[maybe_unused]] = typename V::arch_type;
+    constexpr index_t L = lanes<V>;
+#if XSIMD_WITH_AVX
+    if constexpr (std::is_base_of<xsimd::avx, A>::value && sizeof(T) == 4) {
+      // Written out (not looped) so that the 8 rows stay in registers.
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+      r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+      r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+      r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+      r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+      r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+      r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+      r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+      r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+      return;
+    } else if constexpr (std::is_base_of<xsimd::avx, A>::value && sizeof(T) == 8) {
+      const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+      const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+      r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+      r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+      r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+      r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+      return;
+    }
+#endif
+#if XSIMD_WITH_SSE2
+    if constexpr (std::is_base_of<xsimd::sse2, A>::value && sizeof(T) == 4) {
+      __m128 a = r[0], b = r[1], c = r[2], d = r[3];
+      _MM_TRANSPOSE4_PS(a, b, c, d);
+      r[0] = a;
+      r[1] = b;
+      r[2] = c;
+      r[3] = d;
+      return;
+    } else if constexpr (std::is_base_of<xsimd::sse2, A>::value && sizeof(T) == 8) {
+      const __m128d a = r[0], b = r[1];
+      r[0] = _mm_unpacklo_pd(a, b);
+      r[1] = _mm_unpackhi_pd(a, b);
+      return;
+    }
+#endif
+    alignas(64) T buf[L * L];
+    for (index_t i = 0; i < L; ++i) r[i].store_aligned(buf + i * L);
+    for (index_t c = 0; c < L; ++c) {
+      alignas(64) T col[L];
+      for (index_t i = 0; i < L; ++i) col[i] = buf[i * L + c];
+      r[c] = V::load_aligned(col);
+    }
+  } else {
+    (void)r;
+  }
+}
+
 // ---- arithmetic ---------------------------------------------------------------------------------
 
 /// a * b + c, fused where the instruction set has FMA (xsimd emulates it with two roundings
@@ -502,6 +656,23 @@ inline auto hmax(const V& v) noexcept {
   if constexpr (is_scalar_v<V>) {
     return v;
   } else {
+    using A [[maybe_unused]] = typename V::arch_type;
+    // Halving shuffles (log2 lanes steps) where the ISA is known; NaN lanes may or may not win,
+    // as with max (the kernels detect NaN through the sums).
+#if XSIMD_WITH_AVX
+    if constexpr (std::is_base_of<xsimd::avx, A>::value) {
+      if constexpr (sizeof(scalar_of<V>) == 4) {
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        return _mm_cvtss_f32(m);
+      } else {
+        __m128d m = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+        m = _mm_max_sd(m, _mm_unpackhi_pd(m, m));
+        return _mm_cvtsd_f64(m);
+      }
+    }
+#endif
     alignas(64) scalar_of<V> buf[lanes<V>];
     v.store_unaligned(buf);
     scalar_of<V> m = buf[0];
