@@ -1,0 +1,81 @@
+// Outputs of 16 MiB or more are written with streaming (non-temporal) stores, and rows that fit
+// a 16 KiB stack buffer keep their exps there instead of in the output: another code path for the
+// same arithmetic. Each row of such a large call must equal, bit for bit, the same row computed
+// by a small call (which streams nothing), whatever the alignment of the destination rows.
+#include <catch2/catch.hpp>
+
+#include <Eigen/Core>
+#include <smax/smax.hpp>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace {
+
+using Index = Eigen::Index;
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <class T>
+RowMat<T> logits(Index n, Index k, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 3.0);
+  RowMat<T> x(n, k);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(normal(rng));
+  x(1, 3) = -std::numeric_limits<T>::infinity();  // a masked class
+  x.row(2).setConstant(-std::numeric_limits<T>::infinity());  // a fully masked row
+  return x;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("large outputs stream, with the bits of small calls", "[streaming]", float,
+                   double) {
+  using T = TestType;
+  constexpr Index min_elements = (Index{16} << 20) / Index(sizeof(T)) + 1;
+  // K within the stack buffer (exps kept there) and beyond it (exps in the output); odd K, so
+  // that consecutive rows start at every alignment; a destination one element off alignment.
+  const Index k = GENERATE(Index(1031), Index(5003));
+  const Index n = min_elements / k + 1;
+  INFO((sizeof(T) == 4 ? "float" : "double") << ", N = " << n << ", K = " << k);
+  RowMat<T> x = logits<T>(n, k, 17 + std::uint64_t(k));
+  std::vector<T> buf(static_cast<std::size_t>(n * k + 1));
+  Eigen::Map<RowMat<T>> y(buf.data() + 1, n, k);
+
+  const auto same_rows = [&](const auto& small_call) {
+    // Rows near the start, the masked ones, some in the middle, the last.
+    for (Index i : {Index(0), Index(1), Index(2), Index(3), n / 2, n / 2 + 1, n - 1}) {
+      INFO("row " << i);
+      const RowMat<T> one = small_call(x.row(i));
+      CHECK(RowMat<T>(y.row(i)) == one);
+    }
+  };
+  y = smax::softmax(x);
+  same_rows([](const auto& r) { return RowMat<T>(smax::softmax(r)); });
+  y = smax::log_softmax(x);
+  same_rows([](const auto& r) { return RowMat<T>(smax::log_softmax(r)); });
+
+  // The fused cross-entropy's gradient (sum reduction: each row's gradient is its own).
+  Eigen::VectorXi labels(n);
+  for (Index i = 0; i < n; ++i) labels(i) = static_cast<int>((i * 7) % k);
+  labels(1) = 4;  // not the masked class
+  labels(2) = -100;
+  smax::CrossEntropyOptions o;
+  o.reduction = smax::Reduction::sum;
+  o.label_smoothing = 0.05;
+  o.z_loss = 1e-4;
+  for (const bool smooth : {false, true}) {
+    o.label_smoothing = smooth ? 0.05 : 0.0;
+    if (smooth) x(1, 3) = 0;  // smoothing gives the masked class a target: loss +inf
+    INFO((smooth ? "with" : "without") << " label smoothing");
+    const T loss = smax::cross_entropy(x, labels, y, o);
+    CHECK(std::isfinite(loss));
+    for (Index i : {Index(0), Index(1), Index(2), n / 2, n - 1}) {
+      INFO("row " << i);
+      RowMat<T> g(1, k);
+      smax::cross_entropy(x.row(i), labels.segment(i, 1), g, o);
+      CHECK(RowMat<T>(y.row(i)) == g);
+    }
+  }
+}
