@@ -232,7 +232,8 @@ inline void log_softmax_backward(const ld* logp, const ld* dlogp, Index k, ld* d
 template <class F>
 LMat per_row(const LMat& x, F&& f) {
   LMat y(x.rows(), x.cols());
-  for (Index i = 0; i < x.rows(); ++i) f(&x(i, 0), x.cols(), &y(i, 0));
+  // Row pointers by arithmetic: x(i, 0) of a matrix with no columns is a null reference.
+  for (Index i = 0; i < x.rows(); ++i) f(x.data() + i * x.cols(), x.cols(), y.data() + i * y.cols());
   return y;
 }
 inline LMat softmax(const LMat& x) {

@@ -214,3 +214,19 @@ TEMPLATE_TEST_CASE("backward passes: masked classes, NaN rows and vectors", "[ba
                                              ref::to_ld(dxv, true)));
   }
 }
+
+TEMPLATE_TEST_CASE("log_softmax_backward: a subnormal exp(logp) times a large sum keeps its digits",
+                   "[backward][special]", float, double) {
+  // Fuzzing found it: exp(logp_j) subnormal has only an absolute accuracy, which the product with
+  // sum(dlogp) magnifies far beyond the budget (13 149 eps in double at logp = -720). The product
+  // is formed as (e^logp 2^64)(sum 2^-64). Every lane of a vector, and the tail.
+  using T = TestType;
+  const Index k = 2 * ref::lanes<T> + 3;
+  RowMatX<T> logp = RowMatX<T>::Zero(1, k), dlogp = RowMatX<T>::Zero(1, k);
+  const T deep = sizeof(T) == 4 ? T(-95) : T(-720);
+  for (Index j = 0; j + 1 < k; ++j) logp(0, j) = deep + T(j) / 4;  // subnormal exps, and normal
+  dlogp(0, k - 1) = sizeof(T) == 4 ? T(1e30) : T(1e20);
+  const RowMatX<T> dx = smax::log_softmax_backward(logp, dlogp);
+  const ref::backward_ref r = ref::log_softmax_backward(ref::to_ld(logp), ref::to_ld(dlogp));
+  REF_CHECK(ref::check_backward<T>("log_softmax_backward", r, ref::to_ld(dx)));
+}

@@ -650,6 +650,32 @@ TEMPLATE_TEST_CASE("bad input: the right exception, a precise message, nothing w
       }
     }
   }
+  SECTION("softcap and z_loss outside the logits' type (fuzzing found them giving NaN)") {
+    // float: 1e-40 is subnormal (1/c overflows), 1e300 overflows; double: 5e-324 has 1/c = inf.
+    const std::vector<double> caps =
+        sizeof(T) == 4 ? std::vector<double>{1e-40, 1e300} : std::vector<double>{5e-324};
+    for (const double v : caps) {
+      smax::CrossEntropyOptions o;
+      o.softcap = v;
+      for (const auto& call : all_calls(x, y, o)) {
+        CHECK_THAT(message_of<std::invalid_argument>(call),
+                   Contains("options.softcap = ") && Contains("outside the range of"));
+        nothing_written();
+      }
+    }
+    smax::CrossEntropyOptions o;
+    if (sizeof(T) == 4) {  // every positive finite double is a double
+      o.z_loss = 1e300;
+      for (const auto& call : all_calls(x, y, o)) {
+        CHECK_THAT(message_of<std::invalid_argument>(call),
+                   Contains("options.z_loss = 1e+300 is outside the range of float"));
+        nothing_written();
+      }
+    }
+    o.z_loss = 0;
+    o.softcap = sizeof(T) == 4 ? 1e-30 : 1e-300;  // tiny but in range: accepted
+    CHECK_NOTHROW(smax::cross_entropy(x, y, o));
+  }
   SECTION("class_weights of the wrong size") {
     smax::CrossEntropyOptions o;
     o.class_weights = Eigen::VectorXd::Ones(2);

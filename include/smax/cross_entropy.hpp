@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -112,16 +114,43 @@ void require_label_vector(const char* fn, const Y& target, index_t n) {
         ": labels must be a vector of N = " + std::to_string(n) + " class indices");
 }
 
-inline void check_options(const char* fn, const CrossEntropyOptions& o, index_t k) {
+/// A double as the messages show it: shortest round-trip form (1e-40, not 0.000000).
+inline std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
+/// The options, checked before anything is written. T is the logits' type: the kernels compute
+/// with T(softcap), 1 / T(softcap) and T(z_loss), which must be finite and nonzero.
+template <class T>
+void check_options(const char* fn, const CrossEntropyOptions& o, index_t k) {
   const auto bad = [&](const std::string& what) {
     throw std::invalid_argument(std::string(fn) + ": " + what);
   };
   if (!(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0))
-    bad("options.label_smoothing = " + std::to_string(o.label_smoothing) + " is not in [0, 1]");
+    bad("options.label_smoothing = " + number(o.label_smoothing) + " is not in [0, 1]");
   if (!(o.z_loss >= 0.0 && std::isfinite(o.z_loss)))
-    bad("options.z_loss = " + std::to_string(o.z_loss) + " is not a finite value >= 0");
+    bad("options.z_loss = " + number(o.z_loss) + " is not a finite value >= 0");
   if (!(o.softcap >= 0.0 && std::isfinite(o.softcap)))
-    bad("options.softcap = " + std::to_string(o.softcap) + " is not a finite value >= 0");
+    bad("options.softcap = " + number(o.softcap) + " is not a finite value >= 0");
+  const char* type = sizeof(T) == 4 ? "float" : "double";
+  if (o.softcap > 0) {
+    const T c = static_cast<T>(o.softcap);
+    if (!(c > T(0) && std::isfinite(c) && std::isfinite(T(1) / c)))
+      bad("options.softcap = " + number(o.softcap) + " is outside the range of " + type +
+          " (the logits' type): c and 1/c must both be finite");
+  }
+  if (o.z_loss > 0) {
+    const T z = static_cast<T>(o.z_loss);
+    if (!(z > T(0) && std::isfinite(z)))
+      bad("options.z_loss = " + number(o.z_loss) + " is outside the range of " + type +
+          " (the logits' type)");
+  }
   if (o.class_weights.size() != 0 && o.class_weights.size() != k)
     bad("options.class_weights has " + std::to_string(o.class_weights.size()) +
         " entries but the logits have K = " + std::to_string(k) + " classes");
@@ -153,7 +182,7 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   if (k == 0)
     throw std::invalid_argument(std::string(fn) + ": logits are " + shape(n, k) +
                                 ": K must be at least 1");
-  check_options(fn, opt, k);
+  check_options<T>(fn, opt, k);
   if constexpr (labels) {
     if (!((target.rows() == 1 || target.cols() == 1) && target.size() == n))
       throw std::invalid_argument(
@@ -357,7 +386,10 @@ struct shard_job {
         g = dist_view(grad_tmp, true);
       }
     }
-    const Eigen::Matrix<T, Eigen::Dynamic, ce_stats_width, Eigen::RowMajor> merged = merged_in;
+    // The kernel reads rows of ce_stats_width contiguous values: a Ref binds to such memory as
+    // it is and evaluates anything else (another layout, an expression) once.
+    using Stats = Eigen::Matrix<T, Eigen::Dynamic, ce_stats_width, Eigen::RowMajor>;
+    const Eigen::Ref<const Stats, 0, Eigen::OuterStride<ce_stats_width>> merged(merged_in);
     double weight_of_valid = 0.0;
     for (index_t i = 0; i < n; ++i)
       if (static_cast<std::int64_t>(labels(i)) != opt.ignore_index)
@@ -388,7 +420,8 @@ shard_job<L, Y> shard_setup(const char* fn, const L& logits, const Y& labels, in
                                 std::to_string(offset) + ", " + std::to_string(offset + job.k) +
                                 ") is not inside the vocabulary [0, " + std::to_string(vocab) +
                                 ")");
-  check_options(fn, opt, job.k == 0 ? opt.class_weights.size() : job.k);
+  check_options<typename shard_job<L, Y>::T>(fn, opt,
+                                             job.k == 0 ? opt.class_weights.size() : job.k);
   require_label_vector(fn, job.labels, job.n);
   job.valid_rows = validate_labels(fn, job.labels, vocab, opt.ignore_index, [](index_t) {});
   return job;

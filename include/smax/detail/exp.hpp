@@ -57,13 +57,13 @@ struct exp_constants<double> {
                                            0x1.af4f1ddf981a8p-26};
 };
 
-/// e^x for x <= 0, vector or scalar.
-/// Accuracy: within 2 ulp of the exact result for every x in the domain, subnormal results
-/// included (rounded, not flushed); exp(0) == 1 exactly.
-/// Special values: -inf and x < lo give +0; NaN gives NaN. For 0 < x < 88 (float) / 709
-/// (double) the result is still correct; larger x is outside the domain.
-template <class V>
-SMAX_ALWAYS_INLINE V exp_nonpos(V x) noexcept {
+/// e^x · 2^E for x <= 0 and an integer E >= 0, vector or scalar: the exponent reconstruction
+/// adds E exactly, so a result that e^x alone would leave subnormal keeps full relative
+/// precision (log_softmax_backward multiplies such values by large sums).
+/// Accuracy: within 2 ulp of the exact result; exp_nonpos is E = 0.
+template <int E, class V>
+SMAX_ALWAYS_INLINE V exp_scaled(V x) noexcept {
+  static_assert(E >= 0 && E <= 100, "smax: exp_scaled scales by 2^0 .. 2^100");
   using T = scalar_of<V>;
   using C = exp_constants<T>;
   x = max_keep_nan(splat<V>(C::lo), x);
@@ -74,12 +74,23 @@ SMAX_ALWAYS_INLINE V exp_nonpos(V x) noexcept {
   V q = splat<V>(C::q[C::degree]);
   for (int i = C::degree - 1; i >= 0; --i) q = fma(q, r, splat<V>(C::q[i]));
   const V p = fma(q, r, splat<V>(T(1)));
+  const V scaled = n + splat<V>(T(E));
   const V lowest = splat<V>(C::min_normal_n);
   // Scale by multiplying, not by adding n into p's exponent bits: a NaN p must stay NaN.
-  if (!any(n < lowest)) return p * exp2i(n);
+  if (!any(scaled < lowest)) return p * exp2i(scaled);
   // Subnormal results: scale exactly down to the smallest normal exponent, then round once.
-  const V n1 = max(n, lowest);
-  return (p * exp2i(n1)) * exp2i(n - n1);
+  const V n1 = max(scaled, lowest);
+  return (p * exp2i(n1)) * exp2i(scaled - n1);
+}
+
+/// e^x for x <= 0, vector or scalar.
+/// Accuracy: within 2 ulp of the exact result for every x in the domain, subnormal results
+/// included (rounded, not flushed); exp(0) == 1 exactly.
+/// Special values: -inf and x < lo give +0; NaN gives NaN. For 0 < x < 88 (float) / 709
+/// (double) the result is still correct; larger x is outside the domain.
+template <class V>
+SMAX_ALWAYS_INLINE V exp_nonpos(V x) noexcept {
+  return exp_scaled<0>(x);
 }
 
 }  // namespace smax::detail

@@ -1019,8 +1019,18 @@ void log_softmax_backward(index_t n, index_t k, strided<const T> logp, strided<c
                            using W = std::decay_t<decltype(lp)>;
                            // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.
                            const W hi(sizeof(T) == 4 ? T(88) : T(709));
-                           const auto p = exp_nonpos(select(lp > hi, hi, lp));
-                           io.store(dxi, io.load(dli) - p * io.splat(s));
+                           const W l = select(lp > hi, hi, lp);
+                           // exp(logp) subnormal: its product with the sum would keep only the
+                           // subnormal's absolute accuracy, so form it as (e^l 2^64)(sum 2^-64).
+                           const W tiny(sizeof(T) == 4 ? T(-87) : T(-708));
+                           const auto sub = l < tiny;
+                           W ps = exp_nonpos(l) * io.splat(s);
+                           if (any(sub)) {  // only those lanes: e^l 2^64 overflows for l > 44
+                             const W lo = select(sub, l, W(T(0)));
+                             ps = select(sub, exp_scaled<64>(lo) * (io.splat(s) * W(T(0x1p-64))),
+                                         ps);
+                           }
+                           io.store(dxi, io.load(dli) - ps);
                          });
                        }),
                        logp, dlogp, dx);

@@ -635,7 +635,13 @@ inline V tanh(const V& v) noexcept {
   if constexpr (is_scalar_v<V>) {
     return std::tanh(v);
   } else {
-    return xsimd::tanh(v);
+    // xsimd 8.1's tanh goes through an exp that converts its argument to an integer lane by lane
+    // (undefined behaviour for ±inf and NaN; UBSan reports it). tanh is ±1 in float and double
+    // beyond |x| = 20, so clamp there, and run NaN lanes as 0 and put the NaN back.
+    using T = scalar_of<V>;
+    const auto nan = is_nan(v);
+    const V c = xsimd::min(xsimd::max(select(nan, V(T(0)), v), V(T(-20))), V(T(20)));
+    return select(nan, v, xsimd::tanh(c));
   }
 }
 
