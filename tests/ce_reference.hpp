@@ -25,17 +25,20 @@
 //   loss         |loss − exact| <= 1e-5 |exact| (float), 1e-12 |exact| (double), for the reduced
 //                loss and for every per-row loss; an infinity or a NaN must match exactly, an
 //                ignored row's loss must be exactly 0. The general checks add a floor of
-//                8 eps · Σ_i |r_ce| A_i (per row: 8 eps · A_i): the rounding of the exp sum s >= 1
-//                inside Σ_c w_c q_c (log s − (x_c − max)), which is all of the loss of a
-//                confident row with probability targets. (With labels smax computes −log p_y as
+//                8 eps · Σ_i (|r_ce| A_i + |r_z| Z_i) (per row: 8 eps · (A_i + Z_i)): the rounding
+//                of the exp sum s >= 1 inside Σ_c w_c q_c (log s − (x_c − max)), which is all of
+//                the loss of a confident row with probability targets, and in the z-loss s·lse²,
+//                Z_i = 2·s·|lse|·max(|lse|, 1) (lse near 0 is exact to a few ulp of 1, as
+//                logsumexp is). (With labels smax computes −log p_y as
 //                log1p(Σ_{c≠y} e_c / e_y) and needs no floor: test_cross_entropy_numerics.cpp
 //                holds that row to the strict relative budget.)
 //   gradient     |g_ic − exact| <= 32 eps · B_i, B_i the largest term of row i's gradient formula
 //                (taken before the soft-cap factor sech² <= 1, which only shrinks the entries):
-//                  B_i = max( (|r_ce|·A + |2 s r_z lse|) · max(max_c p_c, P_i),
-//                             |r_ce| · max_c w_c q_c,  |r_ce| · Σ_{c≠y} w_c q_c,  |2 s r_z lse| )
-//                with P_i = Σ_{c≠y} p_c for labels (the two Σ_{c≠y} terms are absent for
-//                probability targets). An ignored row (or dloss_i = 0) has B_i = 0: its gradient
+//                  B_i = max( (|r_ce|·A + Z) · max(max_c p_c, P_i),
+//                             |r_ce| · max_c w_c q_c,  |r_ce| · Σ_{c≠y} w_c q_c,  Z )
+//                with Z = |2 s r_z| · max(|lse|, 1) (lse is accurate to a few ulp of
+//                max(|lse|, 1), as logsumexp is) and P_i = Σ_{c≠y} p_c for labels (the two
+//                Σ_{c≠y} terms are absent for probability targets). An ignored row (or dloss_i = 0) has B_i = 0: its gradient
 //                must be exactly 0.
 //   confident    the tiny gradients of confident predictions (entries far below B_i) within
 //                tiny_rtol relative: 1e-6 (float) / 1e-12 (double), for logits whose differences
@@ -135,8 +138,8 @@ struct Result {
   LVec row_loss;      // l_i; 0 for ignored rows
   LMat grad;          // the exact gradient of `loss`
   LVec bound;         // B_i (see the top of this file); 0 for ignored rows
-  LVec row_scale;     // A_i = Σ_c w_c q_c: the loss floor of row i is 8 eps A_i
-  ld loss_scale = 0;  // Σ_i |r_ce| A_i: the floor of the reduced loss
+  LVec row_scale;     // A_i + Z_i (below): the loss floor of row i is 8 eps (A_i + Z_i)
+  ld loss_scale = 0;  // Σ_i |r_ce| A_i + |r_z| Z_i: the floor of the reduced loss
   std::vector<bool> valid;
 };
 
@@ -158,6 +161,9 @@ inline ld weight(const smax::CrossEntropyOptions& o, Index c) {
 /// The two parts of a row's loss: ce_i and z_i.
 struct row_loss {
   ld ce, z;
+  /// The z-loss term's share of the loss floor: s·lse² with lse exact to a few ulp of
+  /// max(|lse|, 1) (like logsumexp) is exact to 2·s·|lse|·max(|lse|, 1) of those ulp.
+  ld z_scale = 0;
 };
 
 /// One valid row: its loss, gradient (written into g), B_i and A_i. `q` is the smoothed target,
@@ -217,10 +223,14 @@ inline row_loss one_row(const ld* x, const std::vector<ld>& q, Index y, Index k,
     g[c] = d;
   }
   const bool labels = y >= 0;
-  bound = (std::fabs(r_ce) * A + std::fabs(zg)) * std::max(p_max, labels ? p_other.value() : 0.0L);
-  bound = std::max({bound, std::fabs(r_ce) * wq_max, std::fabs(zg)});
+  // The z-loss term at lse's own accuracy: like logsumexp, lse is exact to a few ulp of
+  // max(|lse|, 1) (log s for s near 1 is accurate in absolute terms only).
+  const ld zb = std::fabs(2 * s * r_z) * std::max(std::fabs(lse), 1.0L);
+  bound = (std::fabs(r_ce) * A + zb) * std::max(p_max, labels ? p_other.value() : 0.0L);
+  bound = std::max({bound, std::fabs(r_ce) * wq_max, zb});
   if (labels) bound = std::max(bound, std::fabs(r_ce) * wq_other.value());
-  return {ce.value(), s != 0 ? s * lse * lse : 0.0L};
+  return {ce.value(), s != 0 ? s * lse * lse : 0.0L,
+          s != 0 ? 2 * s * std::fabs(lse) * std::max(std::fabs(lse), 1.0L) : 0.0L};
 }
 
 /// The common driver: `target_row(i, q)` fills the smoothed target of row i and returns its
@@ -261,8 +271,8 @@ Result run(const LMat& x, const smax::CrossEntropyOptions& o, Mode mode, const L
     for (Index c = 0; c < k; ++c) row[c] = x(i, c);
     ld b = 0, a_sum = 0;
     const row_loss l = one_row(row.data(), q, y, k, o, r_ce, r_z, g.data(), b, a_sum);
-    r.row_scale(i) = a_sum;
-    scale.add(std::fabs(mode == Mode::per_row ? r_ce : mode == Mode::mean ? 1 / d_ce : 1) * a_sum);
+    r.row_scale(i) = a_sum + l.z_scale;
+    scale.add(std::fabs(r_ce) * a_sum + std::fabs(r_z) * l.z_scale);
     for (Index c = 0; c < k; ++c) r.grad(i, c) = g[c];
     r.bound(i) = b;
     r.row_loss(i) = l.ce + l.z;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -217,16 +218,36 @@ TEMPLATE_TEST_CASE("backward passes: masked classes, NaN rows and vectors", "[ba
 
 TEMPLATE_TEST_CASE("log_softmax_backward: a subnormal exp(logp) times a large sum keeps its digits",
                    "[backward][special]", float, double) {
-  // Fuzzing found it: exp(logp_j) subnormal has only an absolute accuracy, which the product with
-  // sum(dlogp) magnifies far beyond the budget (13 149 eps in double at logp = -720). The product
-  // is formed as (e^logp 2^64)(sum 2^-64). Every lane of a vector, and the tail.
+  // Fuzzing found it: exp(logp_j) subnormal (or 0) has only an absolute accuracy, which the
+  // product with sum(dlogp) magnifies far beyond the budget (13 149 eps in double at logp = -720
+  // and sum 1e20; at logp = -960 and sum -4.6e300, exp underflows to 0 while the product is
+  // -1.1e-114). The product is formed as (e^logp 2^e)(sum 2^-e), sum's exponent e. Every lane
+  // of a vector and the tail, along memory (row-major) and across it (column-major, colwise).
   using T = TestType;
+  const bool f = sizeof(T) == 4;
+  const auto depth_and_sum = GENERATE(std::pair<double, double>{-95, 1e30},
+                                      std::pair<double, double>{-720, 1e20},
+                                      std::pair<double, double>{-120, -3e37},
+                                      std::pair<double, double>{-960, -4.6e300});
+  if (f != (depth_and_sum.first > -200)) return;  // the first and third are float's cases
   const Index k = 2 * ref::lanes<T> + 3;
   RowMatX<T> logp = RowMatX<T>::Zero(1, k), dlogp = RowMatX<T>::Zero(1, k);
-  const T deep = sizeof(T) == 4 ? T(-95) : T(-720);
+  const T deep = static_cast<T>(depth_and_sum.first);
   for (Index j = 0; j + 1 < k; ++j) logp(0, j) = deep + T(j) / 4;  // subnormal exps, and normal
-  dlogp(0, k - 1) = sizeof(T) == 4 ? T(1e30) : T(1e20);
-  const RowMatX<T> dx = smax::log_softmax_backward(logp, dlogp);
+  dlogp(0, k - 1) = static_cast<T>(depth_and_sum.second);
+  INFO(ref::type_name<T>() << ", logp from " << deep << ", sum " << dlogp(0, k - 1));
   const ref::backward_ref r = ref::log_softmax_backward(ref::to_ld(logp), ref::to_ld(dlogp));
+  const RowMatX<T> dx = smax::log_softmax_backward(logp, dlogp);
   REF_CHECK(ref::check_backward<T>("log_softmax_backward", r, ref::to_ld(dx)));
+  // The same distribution as a column of a row-major matrix (vectorized across the columns),
+  // beside scaled copies of itself.
+  Eigen::Matrix<T, Dynamic, Dynamic, Eigen::RowMajor> lc(k, 5), dc(k, 5);
+  for (Index c = 0; c < 5; ++c) {
+    lc.col(c) = logp.row(0).transpose();
+    dc.col(c) = dlogp.row(0).transpose() * T(c + 1);
+  }
+  const Eigen::Matrix<T, Dynamic, Dynamic, Eigen::RowMajor> dxc =
+      smax::log_softmax_backward(lc, dc, smax::colwise);
+  const RowMatX<T> col0 = dxc.col(0).transpose();
+  REF_CHECK(ref::check_backward<T>("log_softmax_backward, colwise", r, ref::to_ld(col0)));
 }

@@ -23,6 +23,7 @@
 #include "smax/detail/kernels.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -102,16 +103,23 @@ struct ce_stats {
 };
 inline constexpr int ce_stats_width = 6;
 
-/// Associative, commutative merge of the statistics of two disjoint sets of classes.
+/// Associative (up to rounding), commutative (bit for bit) merge of the statistics of two
+/// disjoint sets of classes, one row (scalar S).
 template <class S>
 ce_stats<S> merge_stats(const ce_stats<S>& a, const ce_stats<S>& b) noexcept {
+  static_assert(std::is_floating_point<S>::value, "smax: merge_stats merges one row");
+  // An all-reduce may combine in any order and must give every rank the same statistics. The
+  // compiler may contract a·f + b·g into fma(a, f, b·g), which is not symmetric: so the
+  // operands go in one order, by their bits, whichever side they come from.
+  if (std::memcmp(&a, &b, sizeof a) > 0) return merge_stats(b, a);
   ce_stats<S> r;
   r.max = max(a.max, b.max);
   // NaN must survive the max: a NaN in either operand makes the merged sums NaN anyway.
   const S shift = row_shift(r.max), sa = row_shift(a.max), sb = row_shift(b.max);
-  r.sum_other = a.sum_other * exp_nonpos(sa - shift) + b.sum_other * exp_nonpos(sb - shift);
-  // Each side shifted on its own, then one addition: the merge is commutative bit for bit (an
-  // all-reduce may combine in any order and must give every rank the same statistics).
+  // The factors from each side's own max: a side with no finite logit (an empty or fully masked
+  // shard: max −inf, shifted by 0) gets exp(−inf) = 0, not exp(0 − max), which overflows when
+  // the row's max is far below 0 (and 0 · inf = NaN).
+  r.sum_other = a.sum_other * exp_nonpos(a.max - shift) + b.sum_other * exp_nonpos(b.max - shift);
   r.smooth = (a.smooth + a.weight_sum * (sa - shift)) + (b.smooth + b.weight_sum * (sb - shift));
   r.weight_sum = a.weight_sum + b.weight_sum;
   r.target = a.target + b.target;
@@ -453,6 +461,7 @@ ce_totals cross_entropy_probs(index_t n, index_t k, strided<const X> x, strided<
 template <class Arch = best_arch, class X, class Lbl, class T>
 void cross_entropy_shard_stats(index_t n, index_t k, strided<const X> x, per_dist<const Lbl> y,
                                T* stats, const ce_params<T>& prm, int threads = 1) noexcept {
+  if (n == 0) return;  // no statistics (stats may be null: no arithmetic on it)
   const strided<X> none{nullptr, x.ds, x.cs};
   with_modes(false, prm.general(), [&](auto, auto gen) {
     run_threads<Arch, T>(
@@ -485,6 +494,7 @@ ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
                                      per_dist<const T> upstream, per_dist<T> losses,
                                      const ce_params<T>& prm, int threads = 1) noexcept {
   chunk_totals tots;
+  if (n == 0) return tots.merged();  // stats may be null: no arithmetic on it
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
     tots.chunks = run_threads<Arch, T>(
         n, k, threads,

@@ -57,16 +57,19 @@ struct exp_constants<double> {
                                            0x1.af4f1ddf981a8p-26};
 };
 
-/// e^x · 2^E for x <= 0 and an integer E >= 0, vector or scalar: the exponent reconstruction
-/// adds E exactly, so a result that e^x alone would leave subnormal keeps full relative
-/// precision (log_softmax_backward multiplies such values by large sums).
-/// Accuracy: within 2 ulp of the exact result; exp_nonpos is E = 0.
-template <int E, class V>
-SMAX_ALWAYS_INLINE V exp_scaled(V x) noexcept {
-  static_assert(E >= 0 && E <= 100, "smax: exp_scaled scales by 2^0 .. 2^100");
+namespace exp_impl {
+/// e^x · 2^e for x <= 0: with Scaled, e is an integer-valued V >= 0 added exactly in the exponent
+/// reconstruction; without, e = 0 (exp_nonpos, the hot path: no extra operation).
+template <bool Scaled, class V>
+SMAX_ALWAYS_INLINE V exp_times_pow2(V x, [[maybe_unused]] V e) noexcept {
   using T = scalar_of<V>;
   using C = exp_constants<T>;
-  x = max_keep_nan(splat<V>(C::lo), x);
+  // Below lo - e ln2 even the scaled result rounds to +0; clamping there keeps n in range (and
+  // gives -inf its exact 0 below).
+  [[maybe_unused]] const V x0 = x;
+  V lo = splat<V>(C::lo);
+  if constexpr (Scaled) lo = fma(e, splat<V>(T(-0.693147180559945309417)), lo);
+  x = max_keep_nan(lo, x);
   const V magic = splat<V>(C::round_magic);
   const V n = fma(x, splat<V>(C::log2e), magic) - magic;
   V r = fma(n, splat<V>(-C::ln2_hi), x);
@@ -74,13 +77,30 @@ SMAX_ALWAYS_INLINE V exp_scaled(V x) noexcept {
   V q = splat<V>(C::q[C::degree]);
   for (int i = C::degree - 1; i >= 0; --i) q = fma(q, r, splat<V>(C::q[i]));
   const V p = fma(q, r, splat<V>(T(1)));
-  const V scaled = n + splat<V>(T(E));
+  V scaled = n;
+  if constexpr (Scaled) scaled = n + e;
   const V lowest = splat<V>(C::min_normal_n);
   // Scale by multiplying, not by adding n into p's exponent bits: a NaN p must stay NaN.
   if (!any(scaled < lowest)) return p * exp2i(scaled);
   // Subnormal results: scale exactly down to the smallest normal exponent, then round once.
   const V n1 = max(scaled, lowest);
-  return (p * exp2i(n1)) * exp2i(scaled - n1);
+  const V out = (p * exp2i(n1)) * exp2i(scaled - n1);
+  if constexpr (Scaled) {
+    return select(x0 < lo, splat<V>(T(0)), out);
+  } else {
+    return out;  // lo itself rounds to +0
+  }
+}
+}  // namespace exp_impl
+
+/// e^x · 2^e for x <= 0 and integer-valued e >= 0 with e^x · 2^e below 2^1023 (double) / 2^127
+/// (float), vector or scalar: the exponent reconstruction adds e exactly, so a result that e^x
+/// alone would leave subnormal keeps full relative precision (log_softmax_backward multiplies
+/// such values by large sums). Accuracy: within 2 ulp of the exact result (1 subnormal where it is subnormal).
+/// Special values: -inf gives +0, NaN gives NaN.
+template <class V>
+SMAX_ALWAYS_INLINE V exp_scaled(V x, V e) noexcept {
+  return exp_impl::exp_times_pow2<true>(x, e);
 }
 
 /// e^x for x <= 0, vector or scalar.
@@ -90,7 +110,7 @@ SMAX_ALWAYS_INLINE V exp_scaled(V x) noexcept {
 /// (double) the result is still correct; larger x is outside the domain.
 template <class V>
 SMAX_ALWAYS_INLINE V exp_nonpos(V x) noexcept {
-  return exp_scaled<0>(x);
+  return exp_impl::exp_times_pow2<false>(x, x);
 }
 
 }  // namespace smax::detail

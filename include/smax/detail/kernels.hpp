@@ -1020,15 +1020,25 @@ void log_softmax_backward(index_t n, index_t k, strided<const T> logp, strided<c
                            // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.
                            const W hi(sizeof(T) == 4 ? T(88) : T(709));
                            const W l = select(lp > hi, hi, lp);
-                           // exp(logp) subnormal: its product with the sum would keep only the
-                           // subnormal's absolute accuracy, so form it as (e^l 2^64)(sum 2^-64).
+                           // exp(logp) subnormal (or 0): its product with the sum would keep
+                           // only the subnormal's absolute accuracy, so it is formed as
+                           // (e^l 2^e)(sum 2^-e), rounded once: e = exponent(sum) + 1000 (float:
+                           // + 100), at least 0, puts sum 2^-e (scaled exactly, in two steps) in
+                           // [2^-1000, 2^-999) and e^l 2^e below 2, normal wherever the product
+                           // is not below the smallest subnormal.
                            const W tiny(sizeof(T) == 4 ? T(-87) : T(-708));
                            const auto sub = l < tiny;
-                           W ps = exp_nonpos(l) * io.splat(s);
-                           if (any(sub)) {  // only those lanes: e^l 2^64 overflows for l > 44
+                           const W sv = io.splat(s);
+                           W ps = exp_nonpos(l) * sv;
+                           if (any(sub)) {  // only those lanes: e^l 2^e overflows elsewhere
+                             const W emax(sizeof(T) == 4 ? T(126) : T(1022));
+                             const W lift(sizeof(T) == 4 ? T(100) : T(1000));
+                             // exponent_of is at most bias + 1 (inf, NaN): e <= 2 emax.
+                             const W e = max(exponent_of(sv) + lift, W(T(0)));
+                             const W e1 = min(e, emax);
                              const W lo = select(sub, l, W(T(0)));
-                             ps = select(sub, exp_scaled<64>(lo) * (io.splat(s) * W(T(0x1p-64))),
-                                         ps);
+                             const W ms = (sv * exp2i(-e1)) * exp2i(e1 - e);
+                             ps = select(sub, exp_scaled(lo, e) * ms, ps);
                            }
                            io.store(dxi, io.load(dli) - ps);
                          });

@@ -714,4 +714,33 @@ inline V exp2i(const V& n) noexcept {
   }
 }
 
+/// The exponent of |x| as an integer-valued V: floor(log2 |x|) for normal x, -bias (-127 or
+/// -1023) for 0 and subnormals, bias + 1 for inf and NaN. The exponent field lands in the low
+/// mantissa bits of 1.5 * 2^p (p = 23 or 52), and subtracting 1.5 * 2^p + bias leaves it.
+template <class V>
+inline V exponent_of(const V& x) noexcept {
+  using T = scalar_of<V>;
+  using I = typename vec_traits<V>::int_type;
+  constexpr int p = sizeof(T) == 4 ? 23 : 52;
+  constexpr T plain = sizeof(T) == 4 ? T(0x1.8p23) : T(0x1.8p52);
+  constexpr T magic = sizeof(T) == 4 ? T(0x1.8p23 + 127) : T(0x1.8p52 + 1023);
+  using U = std::make_unsigned_t<I>;
+  U plain_bits;
+  std::memcpy(&plain_bits, &plain, sizeof plain_bits);
+  if constexpr (is_scalar_v<V>) {
+    const T a = std::abs(x);
+    U bits;
+    std::memcpy(&bits, &a, sizeof bits);
+    bits = static_cast<U>((bits >> p) | plain_bits);
+    T t;
+    std::memcpy(&t, &bits, sizeof t);
+    return t - magic;
+  } else {
+    using A = typename V::arch_type;
+    using UV = xsimd::batch<U, A>;
+    const UV bits = (xsimd::bitwise_cast<UV>(xsimd::abs(x)) >> p) | UV(plain_bits);
+    return xsimd::bitwise_cast<V>(bits) - V(magic);
+  }
+}
+
 }  // namespace smax::detail
