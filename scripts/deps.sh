@@ -27,3 +27,6 @@ SMAX_BUILD_PACKAGES=(cmake make g++ libeigen3-dev libxsimd-dev xtl-dev catch2 li
 SMAX_BENCH_PACKAGES=(libdnnl-dev ocl-icd-opencl-dev opencl-headers python3 python3-matplotlib)
 # The examples' data and libraries: Fashion-MNIST (zlib), vocabulary-parallel MPI.
 SMAX_EXAMPLE_PACKAGES=(zlib1g-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin)
+# The sanitizer and second-compiler builds: clang-14, its sanitizer runtimes, libFuzzer, LLVM's
+# OpenMP runtime (ThreadSanitizer understands it), clang-tidy.
+SMAX_CLANG_PACKAGES=(clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev clang-tidy)

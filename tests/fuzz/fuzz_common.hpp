@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -45,9 +46,17 @@ inline std::string& current_case() {
   return s;
 }
 
+/// With SMAX_FUZZ_DUMP=1, a finding also prints every input of the case (set by the target).
+inline std::function<void()>& dump_inputs() {
+  static std::function<void()> f;
+  return f;
+}
+
 [[noreturn]] inline void finding(const std::string& what) {
   std::fprintf(stderr, "\nSMAX-FUZZ FINDING: %s\n  case: %s\n", what.c_str(),
                current_case().c_str());
+  const char* dump = std::getenv("SMAX_FUZZ_DUMP");
+  if (dump != nullptr && std::strcmp(dump, "0") != 0 && dump_inputs()) dump_inputs()();
   std::fflush(stderr);
   __builtin_trap();
 }
@@ -78,6 +87,16 @@ inline bool known_skip(const char* pattern) {
     }
   skip_counters().push_back({pattern, 1});
   return true;
+}
+
+/// What the executions did, for the replay driver's summary: calls whose results were compared
+/// with the reference, calls that threw as they had to, and calls outside the checked domain.
+struct outcome_counts {
+  long long checked = 0, threw = 0, unchecked = 0;
+};
+inline outcome_counts& outcomes() {
+  static outcome_counts c;
+  return c;
 }
 
 template <class T>

@@ -84,8 +84,6 @@ class exact_sum {
     if (neg_) return -inf;
     return s_ + c_;
   }
-  /// The largest magnitude the finite part reached: where a T accumulator could overflow.
-  bool special() const { return nan_ || pos_ || neg_; }
 
  private:
   ld s_ = 0, c_ = 0;
@@ -218,6 +216,8 @@ enum class mode { mean, sum, per_row };
 
 struct ce_options {
   ld smoothing = 0, z = 0, cap = 0;
+  /// T's largest value: rows whose loss needs a larger intermediate in T are flagged (below).
+  ld t_max = inf;
   std::vector<ld> weights;  // empty: all 1
   ld weight(Index c) const { return weights.empty() ? 1.0L : weights[static_cast<std::size_t>(c)]; }
 };
@@ -227,10 +227,14 @@ struct ce_result {
   std::vector<ld> row_loss;    // l_i; 0 for ignored rows
   std::vector<ld> grad;        // row-major N x K, the exact gradient
   std::vector<ld> bound;       // B_i; NaN for a poisoned or fully masked row (not checked)
-  std::vector<ld> row_scale;   // A_i = sum_c w_c q_c
+  std::vector<ld> row_scale;   // A_i = sum_c w_c q_c, plus Z_i (row_loss::z_scale)
   std::vector<bool> valid;     // the row counts (not ignored)
   std::vector<bool> poisoned;  // a NaN or +inf (capped) logit in a valid row: loss NaN
-  ld loss_scale = 0;           // sum_i |r_ce| A_i: the floor of the reduced loss
+  /// The row's loss, as the kernels compute it, has an intermediate beyond t_max although the
+  /// loss itself may not be: a shifted logit x_c - max, a product w_c q_c (x_c - max) or, with
+  /// smoothing, the sum of w_c (x_c - max) before its scaling by eps/K. Known finding 4.
+  std::vector<bool> overflow;
+  ld loss_scale = 0;           // sum_i |r_ce| A_i + |r_z| Z_i: the floor of the reduced loss
   ld denominator = 0;          // mean's D (labels: sum of the valid rows' label weights)
   Index valid_rows = 0;
 };
@@ -239,12 +243,15 @@ namespace detail {
 
 struct row_loss {
   ld ce, z;
+  /// The z-loss term's share of the loss floor: s·lse² with lse exact to a few ulp of
+  /// max(|lse|, 1) (like logsumexp) is exact to 2·s·|lse|·max(|lse|, 1) of those ulp.
+  ld z_scale = 0;
 };
 
 /// One valid row (ce_reference.hpp's one_row, with the fully masked row as in the header above).
 inline row_loss one_row(const ld* x, const std::vector<ld>& q, Index y, Index k,
                         const ce_options& o, ld r_ce, ld r_z, ld* g, ld& bound, ld& a_sum,
-                        bool& poisoned) {
+                        bool& poisoned, bool& overflow) {
   const ld cap = o.cap, s = o.z;
   std::vector<ld> xt(static_cast<std::size_t>(k));
   poisoned = false;
@@ -264,6 +271,16 @@ inline row_loss one_row(const ld* x, const std::vector<ld>& q, Index y, Index k,
       if (o.weight(c) * q[c] != 0) ce.add(o.weight(c) * q[c] * inf);
     return {ce.value(), 0};  // lse = -inf: the z-loss of a fully masked row is not defined either
   }
+  overflow = false;
+  ld smooth_sum = 0, loss_terms = 0;
+  for (Index c = 0; c < k; ++c) {
+    if (!std::isfinite(xt[c])) continue;
+    const ld d = m - xt[c];
+    if (d > o.t_max) overflow = true;
+    smooth_sum += std::fabs(o.weight(c)) * d;
+    loss_terms += std::fabs(o.weight(c) * q[c]) * d;
+  }
+  if ((o.smoothing > 0 && smooth_sum > o.t_max) || loss_terms > o.t_max) overflow = true;
   exact_sum se;
   for (Index c = 0; c < k; ++c) se.add(std::exp(xt[c] - m));
   const ld total = se.value(), log_s = std::log(total), lse = m + log_s;
@@ -298,10 +315,14 @@ inline row_loss one_row(const ld* x, const std::vector<ld>& q, Index y, Index k,
     g[c] = d;
   }
   const bool labels = y >= 0;
-  bound = (std::fabs(r_ce) * A + std::fabs(zg)) * std::max(p_max, labels ? p_other.value() : 0.0L);
-  bound = std::max({bound, std::fabs(r_ce) * wq_max, std::fabs(zg)});
+  // The z-loss term at lse's own accuracy: like logsumexp, lse is exact to a few ulp of
+  // max(|lse|, 1) (log s for s near 1 is accurate in absolute terms only).
+  const ld zb = std::fabs(2 * s * r_z) * std::max(std::fabs(lse), 1.0L);
+  bound = (std::fabs(r_ce) * A + zb) * std::max(p_max, labels ? p_other.value() : 0.0L);
+  bound = std::max({bound, std::fabs(r_ce) * wq_max, zb});
   if (labels) bound = std::max(bound, std::fabs(r_ce) * wq_other.value());
-  return {ce.value(), s != 0 ? s * lse * lse : 0.0L};
+  return {ce.value(), s != 0 ? s * lse * lse : 0.0L,
+          s != 0 ? 2 * s * std::fabs(lse) * std::max(std::fabs(lse), 1.0L) : 0.0L};
 }
 
 /// x: row-major N x K. target_row(i, q) fills row i's smoothed target and returns its label (-1
@@ -319,6 +340,7 @@ ce_result run(const std::vector<ld>& x, Index n, Index k, const ce_options& o, m
   r.row_scale.assign(un, 0);
   r.valid.assign(un, false);
   r.poisoned.assign(un, false);
+  r.overflow.assign(un, false);
   exact_sum denom;
   for (Index i = 0; i < n; ++i) {
     r.valid[i] = valid(i);
@@ -341,13 +363,13 @@ ce_result run(const std::vector<ld>& x, Index n, Index k, const ce_options& o, m
       r_ce = r_z = dloss[static_cast<std::size_t>(i)];
     }
     ld b = 0, a_sum = 0;
-    bool poisoned = false;
+    bool poisoned = false, overflow = false;
     const row_loss l =
-        one_row(&x[static_cast<std::size_t>(i * k)], q, y, k, o, r_ce, r_z, g.data(), b, a_sum,
-                poisoned);
+        one_row(x.data() + i * k, q, y, k, o, r_ce, r_z, g.data(), b, a_sum, poisoned, overflow);
     r.poisoned[i] = poisoned;
-    r.row_scale[i] = a_sum;
-    scale.add(std::fabs(r_ce) * a_sum);
+    r.overflow[i] = overflow;
+    r.row_scale[i] = a_sum + l.z_scale;
+    scale.add(std::fabs(r_ce) * a_sum + std::fabs(r_z) * l.z_scale);
     for (Index c = 0; c < k; ++c) r.grad[static_cast<std::size_t>(i * k + c)] = g[c];
     r.bound[i] = b;
     r.row_loss[i] = l.ce + l.z;
