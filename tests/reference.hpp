@@ -26,6 +26,10 @@
 //                        both below 1e-9 for the O(1) inputs used); 64 eps covers the error of the
 //                        forward output that the backward pass consumes.
 //   exp_nonpos           2 ulp(exact), subnormal results included (tests/test_exp.cpp).
+//   16-bit input         (Eigen::bfloat16, Eigen::half; tests/test_half.cpp) computed in float: a
+//                        float destination holds the float result of the widened input, bit for
+//                        bit; a 16-bit one that result rounded once (its Eigen cast, bit for bit),
+//                        so within one 16-bit ulp (half: or 2^-24) plus the float budget above.
 // Special values follow CONTRACT.md: the reference yields NaN where smax must yield NaN, and
 // exact infinities and zeros where smax must yield exactly those.
 #pragma once

@@ -1,7 +1,8 @@
-// Outputs of 16 MiB or more are written with streaming (non-temporal) stores, and rows that fit
-// a 16 KiB stack buffer keep their exps there instead of in the output: another code path for the
-// same arithmetic. Each row of such a large call must equal, bit for bit, the same row computed
-// by a small call (which streams nothing), whatever the alignment of the destination rows.
+// Outputs of 16 MiB or more whose rows are whole aligned vectors are written with streaming
+// (non-temporal) stores, and rows that fit a 16 KiB stack buffer keep their exps there instead of
+// in the output: another code path for the same arithmetic. Each row of such a large call must
+// equal, bit for bit, the same row computed by a small call (which streams nothing), with rows on
+// cache lines (streamed) and at every other alignment (not streamed).
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -34,14 +35,20 @@ TEMPLATE_TEST_CASE("large outputs stream, with the bits of small calls", "[strea
                    double) {
   using T = TestType;
   constexpr Index min_elements = (Index{16} << 20) / Index(sizeof(T)) + 1;
-  // K within the stack buffer (exps kept there) and beyond it (exps in the output); odd K, so
-  // that consecutive rows start at every alignment; a destination one element off alignment.
-  const Index k = GENERATE(Index(1031), Index(5003));
+  // K within the stack buffer (exps kept there) and beyond it (exps in the output): rows of a
+  // whole number of cache lines in a 64-byte aligned destination (these stream), and odd K in a
+  // destination one element off alignment, so that rows start at every alignment.
+  const Index k = GENERATE(Index(1024), Index(8192), Index(1031), Index(5003));
+  const bool lines = k % 64 == 0;
   const Index n = min_elements / k + 1;
   INFO((sizeof(T) == 4 ? "float" : "double") << ", N = " << n << ", K = " << k);
   RowMat<T> x = logits<T>(n, k, 17 + std::uint64_t(k));
-  std::vector<T> buf(static_cast<std::size_t>(n * k + 1));
-  Eigen::Map<RowMat<T>> y(buf.data() + 1, n, k);
+  std::vector<T> buf(static_cast<std::size_t>(n * k + 64));
+  T* start = buf.data() + 1;
+  if (lines) {
+    while (reinterpret_cast<std::uintptr_t>(start) % 64 != 0) ++start;
+  }
+  Eigen::Map<RowMat<T>> y(start, n, k);
 
   const auto same_rows = [&](const auto& small_call) {
     // Rows near the start, the masked ones, some in the middle, the last.

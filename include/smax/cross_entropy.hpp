@@ -125,8 +125,9 @@ inline std::string number(double v) {
   return buf;
 }
 
-/// The options, checked before anything is written. T is the logits' type: the kernels compute
-/// with T(softcap), 1 / T(softcap) and T(z_loss), which must be finite and nonzero.
+/// The options, checked before anything is written. T is the logits' compute type (float for
+/// 16-bit logits): the kernels compute with T(softcap), 1 / T(softcap) and T(z_loss), which must
+/// be finite and nonzero.
 template <class T>
 void check_options(const char* fn, const CrossEntropyOptions& o, index_t k) {
   const auto bad = [&](const std::string& what) {
@@ -138,18 +139,18 @@ void check_options(const char* fn, const CrossEntropyOptions& o, index_t k) {
     bad("options.z_loss = " + number(o.z_loss) + " is not a finite value >= 0");
   if (!(o.softcap >= 0.0 && std::isfinite(o.softcap)))
     bad("options.softcap = " + number(o.softcap) + " is not a finite value >= 0");
-  const char* type = sizeof(T) == 4 ? "float" : "double";
+  const char* type = sizeof(T) == 4 ? "float" : "double";  // 16-bit logits compute in float
   if (o.softcap > 0) {
     const T c = static_cast<T>(o.softcap);
     if (!(c > T(0) && std::isfinite(c) && std::isfinite(T(1) / c)))
       bad("options.softcap = " + number(o.softcap) + " is outside the range of " + type +
-          " (the logits' type): c and 1/c must both be finite");
+          " (the logits' compute type): c and 1/c must both be finite");
   }
   if (o.z_loss > 0) {
     const T z = static_cast<T>(o.z_loss);
     if (!(z > T(0) && std::isfinite(z)))
       bad("options.z_loss = " + number(o.z_loss) + " is outside the range of " + type +
-          " (the logits' type)");
+          " (the logits' compute type)");
   }
   if (o.class_weights.size() != 0 && o.class_weights.size() != k)
     bad("options.class_weights has " + std::to_string(o.class_weights.size()) +
@@ -172,7 +173,8 @@ template <class L, class Y, class G, class D, class O>
 double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in, G* grad,
                           const D* dloss_in, O* losses, const CrossEntropyOptions& opt) {
   check_scalar<L>();
-  using T = scalar_t<L>;
+  using X = scalar_t<L>;  // the logits' (and gradient's, and probability targets') type
+  using T = compute_t<X>;  // the type of the arithmetic, the losses and dloss
   const nested_t<L> logits(logits_in);
   const nested_t<Y> target(target_in);
   const index_t n = logits.rows(), k = logits.cols();
@@ -190,7 +192,7 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
           " but the logits are " + shape(n, k) +
           ": labels must be a vector of N = " + std::to_string(n) + " class indices");
   } else {
-    static_assert(std::is_same<scalar_t<Y>, T>::value,
+    static_assert(std::is_same<scalar_t<Y>, X>::value,
                   "smax::cross_entropy: probability targets have the logits' scalar type");
     if (target.rows() != n || target.cols() != k)
       throw std::invalid_argument(std::string(fn) + ": target is " +
@@ -216,22 +218,28 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   double weight_of_valid = 0.0;
   index_t valid_rows = n;
   if constexpr (labels) {
-    valid_rows = validate_labels(fn, target, k, opt.ignore_index, [&](index_t c) {
-      weight_of_valid += opt.class_weights.size() == 0 ? 1.0 : opt.class_weights(c);
-    });
+    if (opt.class_weights.size() == 0) {  // (no chain of dependent adds per label)
+      valid_rows = validate_labels(fn, target, k, opt.ignore_index, [](index_t) {});
+      weight_of_valid = static_cast<double>(valid_rows);
+    } else {
+      valid_rows = validate_labels(fn, target, k, opt.ignore_index,
+                                   [&](index_t c) { weight_of_valid += opt.class_weights(c); });
+    }
   } else {
     weight_of_valid = static_cast<double>(n);
   }
 
   // ---- memory: views, aliasing, layouts -------------------------------------------------------
-  const strided<const T> x = dist_view(logits, true);
+  const strided<const X> x = dist_view(logits, true);
   const auto xs = span_of(x, n, k);
   const auto tv = dist_view(target, true);
   using Plain = typename L::PlainObject;
   Plain grad_tmp, target_tmp;
-  strided<T> g{nullptr, x.ds, x.cs};
+  strided<X> g{nullptr, x.ds, x.cs};
   bool copy_grad = false;
   if constexpr (!std::is_same<G, std::nullptr_t>::value) {
+    static_assert(std::is_same<scalar_t<G>, X>::value,
+                  "smax::cross_entropy: grad has the logits' scalar type");
     fit_output(*grad, n, k);
     g = dist_view(*grad, true);
     const bool in_place = g.p == x.p && g.ds == x.ds && g.cs == x.cs;
@@ -249,7 +257,8 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   per_dist<const T> up{nullptr, 0};
   const held<D> dl(dloss_in);  // an expression is evaluated once, and lives until the kernel ran
   if constexpr (!std::is_same<D, std::nullptr_t>::value) {
-    static_assert(std::is_same<scalar_t<D>, T>::value, "smax: dloss has the logits' scalar type");
+    static_assert(std::is_same<scalar_t<D>, T>::value,
+                  "smax: dloss has the logits' scalar type (float for 16-bit logits)");
     up = vector_view(dl.value);
     if (g.p != nullptr && overlap(span_of(up, n, 1), span_of(g, n, k)))
       throw std::invalid_argument(std::string(fn) + ": grad overlaps dloss");
@@ -263,6 +272,8 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
         fit_output(*losses, n, 1);
       }
     }
+    static_assert(std::is_same<scalar_t<O>, T>::value,
+                  "smax: losses have the logits' scalar type (float for 16-bit logits)");
     lv = vector_view(*losses);
     if (overlap(span_of(lv, n, 1), xs) || (g.p && overlap(span_of(lv, n, 1), span_of(g, n, k))))
       throw std::invalid_argument(std::string(fn) + ": losses overlaps the logits or grad");
@@ -302,7 +313,7 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
     const per_dist<const Lbl> yv = vector_view(target);
     tot = cross_entropy_labels<best_arch>(n, k, x, yv, g, up, lv, prm, thread_count());
   } else {
-    strided<const T> t = tv;
+    strided<const X> t = tv;
     if (path_of(n, k, x, t) != path_of(n, k, x)) {
       target_tmp = target;
       t = dist_view(std::as_const(target_tmp), true);
@@ -411,7 +422,7 @@ struct shard_job {
 template <class L, class Y>
 shard_job<L, Y> shard_setup(const char* fn, const L& logits, const Y& labels, index_t offset,
                             index_t vocab, const CrossEntropyOptions& opt) {
-  check_scalar<L>();
+  check_real_scalar<L>();
   static_assert(is_integer_v<Y>, "smax: vocabulary-parallel cross-entropy takes class indices");
   shard_job<L, Y> job{logits, labels, logits.rows(), logits.cols(), offset, vocab, opt};
   require_reduced(fn, opt);
@@ -431,12 +442,14 @@ shard_job<L, Y> shard_setup(const char* fn, const L& logits, const Y& labels, in
 
 /// The cross-entropy loss of `logits` (N x K, rows are samples) against `target`.
 ///
-/// @param logits  any dense Eigen expression of float or double, row- or column-major.
+/// @param logits  any dense Eigen expression of float, double, Eigen::bfloat16 or Eigen::half
+///                (16-bit logits are computed in float), row- or column-major.
 /// @param target  class indices (any integer Eigen vector of length N: int, int64_t, a Map over
 ///                another framework's buffer), or probabilities of the logits' shape and type.
 /// @param options reduction (mean or sum here), ignore_index, label_smoothing, z_loss, softcap,
 ///                class_weights; see CrossEntropyOptions and the README for the exact formulas.
-/// @return the loss, in the logits' type (accumulated in double over rows).
+/// @return the loss, in the logits' type (float for 16-bit logits; accumulated in double over
+///         rows).
 /// Accuracy: within 1e-5 (float) / 1e-12 (double) relative of the exact loss.
 /// Special values: -inf logits are masked classes (probability 0); a label on a masked class
 ///   gives +inf; NaN/+inf logits in a valid row give NaN. Every row ignored (or N = 0): mean is
@@ -446,35 +459,36 @@ shard_job<L, Y> shard_setup(const char* fn, const L& logits, const Y& labels, in
 ///   ignore_index; std::invalid_argument for K == 0, mismatched shapes, options out of range,
 ///   class_weights of the wrong size, and Reduction::none (use cross_entropy_per_row).
 template <class L, class Y>
-detail::scalar_t<L> cross_entropy(const Eigen::DenseBase<L>& logits,
-                                  const Eigen::DenseBase<Y>& target,
-                                  const CrossEntropyOptions& options = {}) {
+detail::compute_t<detail::scalar_t<L>> cross_entropy(const Eigen::DenseBase<L>& logits,
+                                                     const Eigen::DenseBase<Y>& target,
+                                                     const CrossEntropyOptions& options = {}) {
   constexpr const char* fn = "smax::cross_entropy";
   detail::require_reduced(fn, options);
-  return static_cast<detail::scalar_t<L>>(detail::cross_entropy_impl(
+  return static_cast<detail::compute_t<detail::scalar_t<L>>>(detail::cross_entropy_impl(
       fn, logits.derived(), target.derived(), static_cast<std::nullptr_t*>(nullptr),
       static_cast<const std::nullptr_t*>(nullptr), static_cast<std::nullptr_t*>(nullptr), options));
 }
 
 /// The loss, and grad = ∂loss/∂logits written in the same pass.
 ///
-/// @param grad  a writable dense object of the logits' shape (an empty plain Matrix is
-///              resized); it may be the logits object itself (in place: no second N x K buffer).
+/// @param grad  a writable dense object of the logits' shape and scalar type (an empty plain
+///              Matrix is resized); it may be the logits object itself (in place: no second N x K
+///              buffer). 16-bit gradients are computed in float and rounded once per entry.
 /// Gradient: (softmax − onehot)/denominator for the defaults; with every option, the exact
 ///   derivative of the returned loss (formulas in the README). The label's own entry is computed
 ///   as −Σ_{j≠y} p_j, so confident predictions keep their tiny gradients. Ignored rows get 0.
 /// Accuracy: every entry within 32 eps of the largest term of its row's gradient formula.
 /// Everything else as the loss-only overload.
 template <class L, class Y, class G>
-detail::scalar_t<L> cross_entropy(const Eigen::DenseBase<L>& logits,
-                                  const Eigen::DenseBase<Y>& target,
-                                  const Eigen::DenseBase<G>& grad,
-                                  const CrossEntropyOptions& options = {}) {
+detail::compute_t<detail::scalar_t<L>> cross_entropy(const Eigen::DenseBase<L>& logits,
+                                                     const Eigen::DenseBase<Y>& target,
+                                                     const Eigen::DenseBase<G>& grad,
+                                                     const CrossEntropyOptions& options = {}) {
   constexpr const char* fn = "smax::cross_entropy";
   detail::require_reduced(fn, options);
   // Eigen's idiom for output arguments that may be temporaries (blocks, Maps).
   auto& out = const_cast<G&>(grad.derived());
-  return static_cast<detail::scalar_t<L>>(detail::cross_entropy_impl(
+  return static_cast<detail::compute_t<detail::scalar_t<L>>>(detail::cross_entropy_impl(
       fn, logits.derived(), target.derived(), &out, static_cast<const std::nullptr_t*>(nullptr),
       static_cast<std::nullptr_t*>(nullptr), options));
 }
@@ -493,8 +507,8 @@ void cross_entropy_per_row(const Eigen::DenseBase<L>& logits, const Eigen::Dense
 
 /// Reduction::none with the backward pass: the loss of each row into `losses`, and grad = the
 /// gradient of Σ_i dloss_i · loss_i — row i of the gradient scaled by the upstream dloss_i (per
-/// sample weights, policy-gradient advantages, distillation coefficients). dloss has N entries
-/// of the logits' type. options.reduction is not used.
+/// sample weights, policy-gradient advantages, distillation coefficients). dloss and losses have
+/// N entries of the logits' type (float for 16-bit logits). options.reduction is not used.
 template <class L, class Y, class O, class D, class G>
 void cross_entropy_per_row(const Eigen::DenseBase<L>& logits, const Eigen::DenseBase<Y>& target,
                            const Eigen::DenseBase<O>& losses, const Eigen::DenseBase<D>& dloss,
@@ -518,7 +532,8 @@ inline constexpr Eigen::Index shard_stats_width = detail::ce_stats_width;
 /// merged over all shards with merge_shard_stats (associative and commutative: an all-reduce,
 /// e.g. MPI_Allreduce with a user-defined op), then step 3 gives each shard its gradient.
 /// No process ever needs another's logits. Supports every option except probability targets
-/// and Reduction::none; options.class_weights is this shard's slice (k entries).
+/// and Reduction::none; options.class_weights is this shard's slice (k entries). float and
+/// double logits (not 16-bit ones).
 /// Throws as smax::cross_entropy, and std::invalid_argument when the shard is not inside [0, K).
 template <class L, class Y>
 Eigen::Matrix<detail::scalar_t<L>, Eigen::Dynamic, shard_stats_width, Eigen::RowMajor>

@@ -46,24 +46,24 @@ inline constexpr bool is_axis_v =
 struct softmax_kernel {
   static constexpr const char* name = "smax::softmax";
   static constexpr bool elementwise = true;
-  template <class T>
-  static void apply(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
+  template <class X, class Y>
+  static void apply(index_t n, index_t k, strided<const X> x, strided<Y> y) noexcept {
     detail::softmax<best_arch>(n, k, x, y, thread_count());
   }
 };
 struct log_softmax_kernel {
   static constexpr const char* name = "smax::log_softmax";
   static constexpr bool elementwise = true;
-  template <class T>
-  static void apply(index_t n, index_t k, strided<const T> x, strided<T> y) noexcept {
+  template <class X, class Y>
+  static void apply(index_t n, index_t k, strided<const X> x, strided<Y> y) noexcept {
     detail::log_softmax<best_arch>(n, k, x, y, thread_count());
   }
 };
 struct logsumexp_kernel {
   static constexpr const char* name = "smax::logsumexp";
   static constexpr bool elementwise = false;
-  template <class T>
-  static void apply(index_t n, index_t k, strided<const T> x, per_dist<T> out) noexcept {
+  template <class X, class Y>
+  static void apply(index_t n, index_t k, strided<const X> x, per_dist<Y> out) noexcept {
     detail::logsumexp<best_arch>(n, k, x, out, thread_count());
   }
 };
@@ -96,7 +96,7 @@ auto elementwise_proxy(const X& x) {
 
 template <class Kernel, class Axis, class Y, class DY>
 auto backward_proxy(const char* fn, const Y& y, const DY& dy) {
-  check_scalar<Y>();
+  check_real_scalar<Y>();
   static_assert(std::is_same<scalar_t<Y>, scalar_t<DY>>::value,
                 "smax: both arguments of a backward pass have the same scalar type");
   static_assert(is_axis_v<Axis>, "smax: the axis is smax::rowwise or smax::colwise");
@@ -152,7 +152,7 @@ auto logsumexp(const Eigen::DenseBase<Derived>& x, Axis axis = {}) {
   detail::check_scalar<X>();
   static_assert(detail::is_axis_v<Axis>, "smax: the axis is smax::rowwise or smax::colwise");
   if constexpr (X::IsVectorAtCompileTime) {
-    const Eigen::Matrix<T, 1, 1> r =
+    const Eigen::Matrix<detail::compute_t<T>, 1, 1> r =
         detail::proxy<detail::logsumexp_kernel, Eigen::Matrix<T, 1, 1>, X>(detail::by_rows<X>(true),
                                                                            1, 1, x.derived());
     return r(0);

@@ -183,3 +183,61 @@ TEMPLATE_TEST_CASE("a row split across threads: per-row losses and dloss, in pla
     CHECK(agree(r.second, one.second, false));
   }
 }
+
+TEST_CASE("bfloat16 logits on 1, 2 and 3 threads give the one-thread result", "[threads][half]") {
+  // As above: identical unless a row is split (then float results within (4 + log2 K) eps,
+  // bfloat16 results within one bfloat16 ulp: the float difference may cross a rounding point).
+  using BF = Eigen::bfloat16;
+  using MB = Eigen::Matrix<BF, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using MF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const auto shape = GENERATE(std::make_pair(Index(1), Index(262144)), std::make_pair(3, 50257),
+                              std::make_pair(700, 300), std::make_pair(4096, 7));
+  const Index n = shape.first, k = shape.second;
+  INFO("N = " << n << ", K = " << k);
+  const bool may_split = k >= 16384;
+  const MB x = random_logits<float, Eigen::RowMajor>(n, k, 5 + std::uint64_t(k)).cast<BF>();
+  Eigen::VectorXi labels(n);
+  for (Index i = 0; i < n; ++i) labels(i) = static_cast<int>((i * 7919 + k / 2 + 1) % k);
+  if (n > 2) labels(n - 1) = -100;  // the masked row
+
+  struct results {
+    MF p;
+    MB p16, g16;
+    Eigen::VectorXf lse;
+    float loss;
+  };
+  const auto compute = [&](int t) {
+    threads scope(t);
+    results r;
+    r.p = smax::softmax(x);
+    r.p16 = smax::softmax(x);
+    r.lse = smax::logsumexp(x);
+    r.g16.resize(n, k);
+    r.loss = smax::cross_entropy(x, labels, r.g16);
+    return r;
+  };
+  // Identical, or within one bfloat16 ulp (2^-7 relative) plus 32 float eps of the row's scale
+  // (the label's gradient entry, a sum of the others).
+  const auto agree16 = [&](const MB& got, const MB& want) {
+    if (!may_split) return MF(got.cast<float>()) == MF(want.cast<float>());
+    for (Index i = 0; i < n; ++i) {
+      const float scale = want.row(i).cast<float>().cwiseAbs().maxCoeff();
+      for (Index j = 0; j < k; ++j) {
+        const float g = static_cast<float>(got(i, j)), w = static_cast<float>(want(i, j));
+        const float tol = 0x1p-7f * std::abs(w) + 32 * std::numeric_limits<float>::epsilon() * scale;
+        if (!(std::abs(g - w) <= tol)) return false;
+      }
+    }
+    return true;
+  };
+  const results one = compute(1);
+  for (int t : {2, 3}) {
+    INFO(t << " threads");
+    const results r = compute(t);
+    CHECK(agree(r.p, one.p, !may_split));
+    CHECK(agree(r.lse, one.lse, !may_split));
+    CHECK(agree16(r.p16, one.p16));
+    CHECK(agree16(r.g16, one.g16));
+    CHECK(loss_agrees(r.loss, one.loss));
+  }
+}

@@ -81,11 +81,22 @@ struct chunk_totals {
   }
 };
 
+/// Adds a group's row losses to the totals: the lanes of an across group (at most 16 rows) are
+/// summed in double first (rounding ~2^-50 relative), then added to the compensated sums once.
 template <class G, class T>
 void record_loss(const G& g, const typename G::state& ce, const typename G::state& zl,
                  const per_dist<T>& losses, ce_totals& tot) {
-  g.each_lane(ce, [&](index_t, T v) { tot.ce.add(static_cast<double>(v)); });
-  g.each_lane(zl, [&](index_t, T v) { tot.z.add(static_cast<double>(v)); });
+  double ce_sum = 0, z_sum = 0;
+  bool here = false;  // a split distribution is recorded by one thread
+  g.each_lane(ce, [&](index_t, T v) {
+    ce_sum += static_cast<double>(v);
+    here = true;
+  });
+  g.each_lane(zl, [&](index_t, T v) { z_sum += static_cast<double>(v); });
+  if (here) {
+    tot.ce.add(ce_sum);
+    tot.z.add(z_sum);
+  }
   if (losses.p != nullptr) g.store_out(losses, ce + zl);
 }
 
@@ -305,8 +316,11 @@ void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const 
       return;
     }
   }
-  const auto st = ce_label_stats<HasGrad, General>(g, x, lab, gr, prm, src);
-  ce_label_finish<HasGrad, General>(g, st, lab, src, HasGrad && !capped, capped && !HasGrad, gr, up,
+  // A 16-bit gradient keeps no intermediate (exps, capped logits) in its own precision: pass 3
+  // computes them again from the logits, and each entry is rounded once.
+  constexpr bool keep = HasGrad && !is_narrow_v<X>;
+  const auto st = ce_label_stats<keep, General>(g, x, lab, gr, prm, src);
+  ce_label_finish<HasGrad, General>(g, st, lab, src, keep && !capped, capped && !keep, gr, up,
                                     losses, prm, tot);
 }
 
@@ -336,18 +350,21 @@ void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>
     return tv;
   };
 
+  // The gradient buffer keeps the capped logits or the exps between passes, except a 16-bit one
+  // (rounded once, at the end: pass 3 computes them again).
+  constexpr bool keep = HasGrad && !is_narrow_v<X>;
   const S m = g.reduce_max([=](const auto& io) {
     auto v = io.load(x);
     if constexpr (General) {
       if (capped) {
         v = cap(v);
-        if constexpr (HasGrad) io.store(gr, v);
+        if constexpr (keep) io.store(gr, v);
       }
     }
     return v;
   });
-  const strided<const X> src = capped && HasGrad ? strided<const X>{gr.p, gr.ds, gr.cs} : x;
-  const bool recap = capped && !HasGrad;
+  const strided<const X> src = capped && keep ? strided<const X>{gr.p, gr.ds, gr.cs} : x;
+  const bool recap = capped && !keep;
   const S shift = row_shift(m);
 
   const auto sum3 = g.reduce_sum([=](const auto& io) {
@@ -358,7 +375,7 @@ void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>
     using W = std::decay_t<decltype(v)>;
     const W d = v - io.splat(shift);
     const W e = exp_nonpos(d);
-    if constexpr (HasGrad) {
+    if constexpr (keep) {
       if (!capped) io.store(gr, e);
     }
     const W wt = target(io);
@@ -376,12 +393,19 @@ void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>
     const S inv = row_reciprocal(s);
     g.for_each([=](const auto& io) {
       using W = decltype(io.splat(coef));
-      const W p =
-          (capped ? exp_nonpos(io.load(src) - io.splat(shift)) : io.load(gr)) * io.splat(inv);
+      const auto logit = [&] {  // the capped logit when capped
+        W v = io.load(src);
+        if constexpr (General) {
+          if (recap) v = cap(v);
+        }
+        return v;
+      };
+      const W p = (keep && !capped ? io.load(gr) : exp_nonpos(logit() - io.splat(shift))) *
+                  io.splat(inv);
       W gv = io.splat(coef) * p - io.splat(r_ce) * target(io);
       if constexpr (General) {
         if (capped) {
-          const W c = io.load(src) * W(inv_cap);
+          const W c = logit() * W(inv_cap);
           gv = gv * fma(-c, c, W(one));
         }
       }
@@ -415,7 +439,7 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dis
                                const ce_params<T>& prm_in, int threads = 1) noexcept {
   chunk_totals tots;
   ce_params<T> p = prm_in;
-  p.stream = grad.p != nullptr && streams<X>(n, k);
+  p.stream = grad.p != nullptr && streams<vec_t<T, Arch>>(n, k, grad);
   const ce_params<T>& prm = p;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
     tots.chunks = run_threads<Arch, T>(

@@ -47,11 +47,50 @@ using nested_t =
 template <class X>
 using scalar_t = typename Eigen::internal::traits<X>::Scalar;
 
+/// Eigen's 16-bit floats are stored as such and computed in float (detail/simd.hpp).
+template <>
+struct storage_format<Eigen::bfloat16> {
+  static constexpr narrow value = narrow::bf16;
+};
+template <>
+struct storage_format<Eigen::half> {
+  static constexpr narrow value = narrow::f16;
+};
+
+template <class S>
+inline constexpr bool is_real_v = std::is_same<S, float>::value || std::is_same<S, double>::value;
+
+/// Inputs of the forward functions and cross-entropy: float, double, Eigen::bfloat16, Eigen::half.
 template <class X>
 constexpr void check_scalar() noexcept {
-  static_assert(std::is_same<scalar_t<X>, float>::value || std::is_same<scalar_t<X>, double>::value,
-                "smax: the scalar type must be float or double");
+  static_assert(is_real_v<scalar_t<X>> || is_narrow_v<scalar_t<X>>,
+                "smax: the scalar type must be float, double, Eigen::bfloat16 or Eigen::half");
 }
+/// Inputs of the backward passes and the vocabulary-parallel calls: float or double.
+template <class X>
+constexpr void check_real_scalar() noexcept {
+  static_assert(is_real_v<scalar_t<X>>, "smax: the scalar type must be float or double");
+}
+
+/// The scalar types a result computed from elements of type S is written in: S itself, or float
+/// (the compute type) for 16-bit input.
+template <class D, class S>
+inline constexpr bool is_result_type_v =
+    std::is_same<D, S>::value || std::is_same<D, compute_t<S>>::value;
+
+/// A plain Matrix or Array type with another scalar type.
+template <class P, class D>
+struct retype;
+template <class S, int R, int C, int O, int MR, int MC, class D>
+struct retype<Eigen::Matrix<S, R, C, O, MR, MC>, D> {
+  using type = Eigen::Matrix<D, R, C, O, MR, MC>;
+};
+template <class S, int R, int C, int O, int MR, int MC, class D>
+struct retype<Eigen::Array<S, R, C, O, MR, MC>, D> {
+  using type = Eigen::Array<D, R, C, O, MR, MC>;
+};
+template <class P, class D>
+using retype_t = typename retype<P, D>::type;
 
 template <class X>
 inline constexpr bool is_array_v =
@@ -140,12 +179,16 @@ class proxy : public Eigen::ReturnByValue<proxy<Kernel, Ret, In...>> {
 
   template <class Dest>
   void evalTo(Dest& dst) const {
+    using D = scalar_t<Dest>;
+    static_assert(is_result_type_v<D, T>,
+                  "smax: the destination has the input's scalar type (or float, for "
+                  "Eigen::bfloat16 and Eigen::half input)");
     if (dst.rows() != out_rows_ || dst.cols() != out_cols_)
       throw std::invalid_argument(std::string(Kernel::name) + ": the destination is " +
                                   shape(dst.rows(), dst.cols()) + " but the result is " +
                                   shape(out_rows_, out_cols_));
-    if constexpr (!is_writable_direct_v<Dest> || !std::is_same<scalar_t<Dest>, T>::value) {
-      Ret tmp(out_rows_, out_cols_);
+    if constexpr (!is_writable_direct_v<Dest>) {
+      retype_t<Ret, D> tmp(out_rows_, out_cols_);
       evalTo(tmp);
       dst = tmp;
     } else {
@@ -187,7 +230,7 @@ class proxy : public Eigen::ReturnByValue<proxy<Kernel, Ret, In...>> {
     // element, or when its layout would push the kernel off the inputs' vector path.
     if ((unsafe_alias(out, ins, n, k) || ...) ||
         path_of(n, k, ins..., out) != path_of(n, k, ins...)) {
-      Ret tmp(out_rows_, out_cols_);
+      retype_t<Ret, scalar_t<Dest>> tmp(out_rows_, out_cols_);
       Kernel::apply(n, k, ins..., out_view(tmp));
       dst = tmp;
     } else {
@@ -202,7 +245,7 @@ class proxy : public Eigen::ReturnByValue<proxy<Kernel, Ret, In...>> {
     } else {
       // One value per distribution, in a vector (or a 1 x n / n x 1 block) of the result shape.
       const auto v = dist_view(dst, true);
-      return per_dist<T>{dst.data(), out_rows_ == 1 ? v.cs : v.ds};
+      return per_dist<scalar_t<D>>{dst.data(), out_rows_ == 1 ? v.cs : v.ds};
     }
   }
 

@@ -464,8 +464,21 @@ struct across_group {
   template <class F>
   auto reduce_sum(F f) const {
     using R = decltype(f(io(0)));
-    pairwise_sum<R> acc;
     constexpr index_t block = 16;  // 4 independent accumulators x 4 classes
+    if (k <= block) {  // the shortest rows in lanes, and short columns: one block, no cascade
+      if (k == 0) return zero<R>();
+      R a0 = f(io(0));
+      if (k == 1) return a0;
+      R a1 = f(io(1));
+      index_t j = 2;
+      for (; j + 2 <= k; j += 2) {
+        a0 = a0 + f(io(j));
+        a1 = a1 + f(io(j + 1));
+      }
+      if (j < k) a0 = a0 + f(io(j));
+      return a0 + a1;
+    }
+    pairwise_sum<R> acc;
     index_t j = 0;
     for (; j + block <= k; j += block) {
       R a0 = f(io(j)), a1 = f(io(j + 1));
@@ -627,21 +640,27 @@ path path_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
 
 /// Rows in lanes: contiguous distributions this short are processed lanes<V> at a time, transposed
 /// into a stack tile so that each vector holds one class of lanes<V> distributions, by the across
-/// group: no horizontal reductions, no partial vectors, every lane busy.
-inline constexpr index_t small_k_max = 16;
+/// group: no horizontal reductions, no partial vectors, every lane busy. Up to 64 classes: beyond,
+/// the contiguous kernels' per-row reductions cost less than the transposes (measured: softmax at
+/// K = 32 is 1.9x, cross-entropy 3.5x, through tiles; at K = 128 the contiguous kernel is faster).
+inline constexpr index_t small_k_max = 64;
 
 /// Rows [0, L) of a tile of contiguous distributions (row stride ds, k <= small_k_max classes)
 /// into buf transposed, buf[j * L + l] = p[l * ds + j]: one L x L block of vectors at a time,
 /// loaded (the last block masked), transposed in registers, stored as columns. Vector stores and
 /// loads of whole columns, so the across kernel's loads are forwarded from them.
 template <class V, class U>
-SMAX_ALWAYS_INLINE void tile_in(const U* p, index_t ds, index_t k, scalar_of<V>* buf) noexcept {
+SMAX_ALWAYS_INLINE void tile_in(const U* p, index_t ds, index_t k, index_t extent,
+                                scalar_of<V>* buf) noexcept {
   constexpr index_t L = lanes<V>;
   for (index_t b = 0; b < k; b += L) {
     const index_t cnt = k - b < L ? k - b : L;
     V r[L];
+    // A whole vector where it stays within the `extent` elements readable from p (it reads into
+    // the next rows, or the gaps between them; those lanes are not used), else a masked load.
     for (index_t l = 0; l < L; ++l)
-      r[l] = cnt == L ? load_as<V>(p + l * ds + b) : load_partial_as<V>(p + l * ds + b, cnt);
+      r[l] = l * ds + b + L <= extent ? load_as<V>(p + l * ds + b)
+                                      : load_partial_as<V>(p + l * ds + b, cnt);
     transpose_square(r);
     for (index_t c = 0; c < cnt; ++c) detail::store(buf + (b + c) * L, r[c]);
   }
@@ -672,7 +691,7 @@ SMAX_ALWAYS_INLINE void tile_out(const scalar_of<V>* buf, index_t k, U* p, index
 /// computed in the tile and copied back; per-distribution and per-class arrays pass through.
 template <class A, class V>
 struct tile_slot {
-  A in(const A& a, index_t) noexcept { return a; }
+  A in(const A& a, index_t, index_t) noexcept { return a; }
   void out(index_t) noexcept {}
 };
 template <class U, class V>
@@ -680,8 +699,9 @@ struct tile_slot<strided<const U>, V> {
   using T = scalar_of<V>;
   static constexpr index_t L = lanes<V>;
   alignas(64) T buf[small_k_max * L];
-  strided<const T> in(const strided<const U>& a, index_t k) noexcept {
-    tile_in<V>(a.p, a.ds, k, buf);
+  SMAX_ALWAYS_INLINE strided<const T> in(const strided<const U>& a, index_t k,
+                                         index_t rows) noexcept {
+    tile_in<V>(a.p, a.ds, k, (rows - 1) * a.ds + k, buf);
     return {buf, 1, L};
   }
   void out(index_t) noexcept {}
@@ -692,24 +712,32 @@ struct tile_slot<strided<U>, V> {
   static constexpr index_t L = lanes<V>;
   alignas(64) T buf[small_k_max * L];
   strided<U> dst{nullptr, 0, 0};
-  strided<T> in(const strided<U>& a, index_t) noexcept {
+  SMAX_ALWAYS_INLINE strided<T> in(const strided<U>& a, index_t, index_t) noexcept {
     dst = a;
     return {a.p == nullptr ? nullptr : buf, 1, L};
   }
-  void out(index_t k) noexcept {
+  SMAX_ALWAYS_INLINE void out(index_t k) noexcept {
     if (dst.p != nullptr) tile_out<V>(buf, k, dst.p, dst.ds);
   }
 };
 
+/// The loops over groups of a few classes each (rows-in-lanes tiles, and distributions across
+/// memory): flattened, so that the kernel body and everything it calls is inlined per class.
 template <class V, class Op, class Tuple, class... Arrays, std::size_t... I>
-void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slots, std::index_sequence<I...>,
+SMAX_FLATTEN void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slots, std::index_sequence<I...>,
                const Arrays&... arrays) {
   constexpr index_t L = lanes<V>;
   const across_group<V> g{k};
   for (; i + L <= n; i += L) {
-    op(g, std::get<I>(slots).in(arrays.at(i), k)...);
+    op(g, std::get<I>(slots).in(arrays.at(i), k, n - i)...);
     (std::get<I>(slots).out(k), ...);
   }
+}
+
+template <class V, class Op, class... Arrays>
+SMAX_FLATTEN void run_across(index_t& i, index_t n, index_t k, Op& op, const Arrays&... arrays) {
+  const across_group<V> g{k};
+  for (; i + lanes<V> <= n; i += lanes<V>) op(g, arrays.at(i)...);
 }
 
 /// Runs `op(group, arrays.at(i)...)` over the n distributions of k classes: one contiguous
@@ -733,8 +761,7 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
     return;
   }
   if (how == path::across) {
-    const across_group<V> g{k};
-    for (; i + lanes<V> <= n; i += lanes<V>) op(g, arrays.at(i)...);
+    run_across<V>(i, n, k, op, arrays...);
     if constexpr (!is_scalar_v<V>) {
       // The last n mod lanes distributions (all of them when n < lanes) in one partial vector.
       if (i < n) op(across_group<V, true>{k, n - i}, arrays.at(i)...);
@@ -903,9 +930,16 @@ inline constexpr std::size_t scratch_bytes = std::size_t{16} << 10;
 template <class T>
 inline constexpr index_t scratch_elems = static_cast<index_t>(scratch_bytes / sizeof(T));
 
-template <class Y>
-bool streams(index_t n, index_t k) noexcept {
-  return !is_narrow_v<Y> &&
+/// Whether an output y of n x k streams (vectors V): large, not 16-bit, and every row made of
+/// whole aligned vectors (or a single row), so that all its stores stream: where ordinary stores
+/// of a row's partial first and last vectors share cache lines with the neighbouring rows'
+/// streaming stores, each such line is fetched and evicted again (a third of the speed at K = 100).
+template <class V, class Y>
+bool streams(index_t n, index_t k, const strided<Y>& y) noexcept {
+  const bool whole_vectors =
+      n == 1 || (reinterpret_cast<std::uintptr_t>(y.p) % sizeof(V) == 0 &&
+                 (static_cast<std::size_t>(y.ds) * sizeof(Y)) % sizeof(V) == 0);
+  return !is_narrow_v<Y> && whole_vectors &&
          static_cast<std::size_t>(n) * static_cast<std::size_t>(k) * sizeof(Y) >= stream_min_bytes;
 }
 
@@ -913,7 +947,7 @@ bool streams(index_t n, index_t k) noexcept {
 /// output of rows up to scratch_bytes keeps the exps in a stack buffer and streams y once.
 template <class Arch = best_arch, class X, class Y>
 void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
-  const bool stream = streams<Y>(n, k);
+  const bool stream = streams<vec_t<compute_t<X>, Arch>>(n, k, y);
   run_threads<Arch, compute_t<X>>(
       n, k, threads,
       every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {
@@ -928,9 +962,11 @@ void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads
             return e;
           });
         };
-        if constexpr (G::rows_contiguous && std::is_same<std::decay_t<decltype(yi)>,
-                                                         strided<T>>::value) {
-          if (stream && g.begin == 0 && g.k <= scratch_elems<T>) {
+        // A 16-bit output is rounded once, from float: the exps wait in a stack buffer (rows up
+        // to scratch_bytes) or are computed again by the last pass.
+        constexpr bool narrow_out = !std::is_same<std::decay_t<decltype(yi)>, strided<T>>::value;
+        if constexpr (G::rows_contiguous) {
+          if ((stream || narrow_out) && g.begin == 0 && g.k <= scratch_elems<T>) {
             alignas(64) T scratch[scratch_elems<T>];
             const strided<T> e{scratch, 0, 1};
             const auto inv = row_reciprocal(exp_pass(e));
@@ -938,8 +974,16 @@ void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads
             return;
           }
         }
-        const auto inv = row_reciprocal(exp_pass(yi));
-        g.for_each([=](const auto& io) { io.store(yi, io.load(yi) * io.splat(inv)); });
+        if constexpr (narrow_out) {
+          const auto inv = row_reciprocal(g.reduce_sum(
+              [=](const auto& io) { return exp_nonpos(io.load(xi) - io.splat(shift)); }));
+          g.for_each([=](const auto& io) {
+            io.store(yi, exp_nonpos(io.load(xi) - io.splat(shift)) * io.splat(inv));
+          });
+        } else {
+          const auto inv = row_reciprocal(exp_pass(yi));
+          g.for_each([=](const auto& io) { io.store(yi, io.load(yi) * io.splat(inv)); });
+        }
       }),
       x, y);
 }
@@ -947,7 +991,7 @@ void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads
 /// y = log_softmax(x) = (x - max) - log(sum(exp(x - max))); the exp pass stores nothing.
 template <class Arch = best_arch, class X, class Y>
 void log_softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
-  const bool stream = streams<Y>(n, k);
+  const bool stream = streams<vec_t<compute_t<X>, Arch>>(n, k, y);
   run_threads<Arch, compute_t<X>>(
       n, k, threads,
       every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {

@@ -20,10 +20,14 @@ using index_t = std::ptrdiff_t;  // Eigen::Index
 
 // The few vector routines that run once per vector in every kernel's inner loop (exp, the tile
 // transposes): g++ -O2 leaves them out of line, and a call per vector spills every live vector.
+// SMAX_FLATTEN inlines every call inside a function: the loops over groups of few classes (rows
+// in lanes, distributions across memory), whose per-class kernel bodies would otherwise be calls.
 #if defined(__GNUC__) || defined(__clang__)
 #define SMAX_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define SMAX_FLATTEN __attribute__((flatten))
 #else
 #define SMAX_ALWAYS_INLINE inline
+#define SMAX_FLATTEN
 #endif
 
 /// Pseudo-architecture whose "vector" is one scalar: used when xsimd finds no SIMD instruction
