@@ -5,6 +5,8 @@
 // splits with empty and fully masked shards, and bad input.
 #include "ce_reference.hpp"
 
+#include <initializer_list>
+
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -19,6 +21,15 @@ using ce_ref::ld;
 using ce_ref::RowMat;
 template <class T>
 using Stats = Eigen::Matrix<T, Eigen::Dynamic, smax::shard_stats_width, Eigen::RowMajor>;
+
+/// Labels from a list (not a comma-initializer's .finished(): g++ -O1 warns, falsely, that the
+/// copy reads uninitialized memory).
+Eigen::VectorXi ints(std::initializer_list<int> v) {
+  Eigen::VectorXi r(static_cast<Index>(v.size()));
+  Index i = 0;
+  for (int x : v) r(i++) = x;
+  return r;
+}
 
 /// What the shards of one split return: each shard's loss, the gradient (its columns filled by
 /// the shards), the merged statistics and cross_entropy_from_stats' loss.
@@ -127,7 +138,7 @@ TEMPLATE_TEST_CASE("vocabulary-parallel: an empty or fully masked shard beside a
   RowMat<T> x(2, 3);
   x << -inf, low, low,  //
       -inf, -inf, T(-800);
-  const Eigen::VectorXi y = (Eigen::VectorXi(2) << 1, 2).finished();
+  const Eigen::VectorXi y = ints({1, 2});
   smax::CrossEntropyOptions o;
   o.reduction = smax::Reduction::sum;
   for (const auto& split : {std::vector<Index>{0, 0, 3}, std::vector<Index>{0, 1, 3},
@@ -150,12 +161,12 @@ TEST_CASE("vocabulary-parallel: bad input is named and nothing is written",
           "[cross_entropy][shard][errors]") {
   using Catch::Matchers::Contains;
   const RowMat<float> x = ce_ref::logits<float>(3, 5, 5);
-  const Eigen::VectorXi y = (Eigen::VectorXi(3) << 0, 4, 7).finished();  // 7: in the vocabulary
+  const Eigen::VectorXi y = ints({0, 4, 7});  // 7: in the vocabulary
   CHECK_THROWS_WITH(smax::cross_entropy_shard_stats(x, y, 4, 8),
                     Contains("smax::cross_entropy_shard_stats") && Contains("[4, 9)") &&
                         Contains("8"));
   CHECK_THROWS_AS(smax::cross_entropy_shard_stats(x, y, -1, 8), std::invalid_argument);
-  const Eigen::VectorXi bad = (Eigen::VectorXi(3) << 0, 8, 1).finished();
+  const Eigen::VectorXi bad = ints({0, 8, 1});
   CHECK_THROWS_AS(smax::cross_entropy_shard_stats(x, bad, 0, 8), std::out_of_range);
 
   Stats<float> a = smax::cross_entropy_shard_stats(x, y, 0, 8);
