@@ -62,8 +62,9 @@ class exact_sum {
 };
 
 /// Sums of the per-row loss terms (unnormalized): cross-entropy and z-loss, kept apart because
-/// `mean` divides them by different counts.
-struct ce_totals {
+/// `mean` divides them by different counts. A cache line each: every thread adds to its own,
+/// once per group of rows, and neighbours on one line would make the threads slower than one.
+struct alignas(64) ce_totals {
   exact_sum ce, z;
 };
 
