@@ -21,29 +21,9 @@ enum class Op { fwd, fwdbwd };
 constexpr const char* name(Op op) { return op == Op::fwd ? "ce_fwd" : "ce_fwdbwd"; }
 constexpr int bytes_per_element(Op op) { return (op == Op::fwd ? 1 : 2) * int{sizeof(float)}; }
 
-/// Keeps a loss alive without benchmark::DoNotOptimize: its "+m,r" constraint on a float local
-/// lets g++ 12 read a stale value afterwards (google/benchmark#903, GCC bug 92597), which made the
-/// one-off checks see a loss of 0. A volatile store cannot be optimized away.
-inline void sink(float loss) {
-  static volatile float keep;
-  keep = loss;
-  (void)keep;
-}
-
 template <int Layout>
 constexpr const char* layout_name() {
   return Layout == Eigen::RowMajor ? "row" : "col";
-}
-
-/// Labels of the sweep: one fixed pseudo-random class per row.
-Eigen::VectorXi labels(const Shape& s) {
-  Eigen::VectorXi y(s.n);
-  std::uint64_t state = 0x9e3779b97f4a7c15ull;
-  for (Index i = 0; i < s.n; ++i) {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    y(i) = static_cast<int>((state >> 33) % static_cast<std::uint64_t>(s.k));
-  }
-  return y;
 }
 
 /// The mean loss and its gradient (softmax - onehot) / N, in double.

@@ -88,6 +88,17 @@ M logits(const Shape& s) {
   return x;
 }
 
+/// Class labels of the cross-entropy benchmarks: one fixed pseudo-random class per row.
+inline Eigen::VectorXi labels(const Shape& s) {
+  Eigen::VectorXi y(s.n);
+  std::uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (Index i = 0; i < s.n; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    y(i) = static_cast<int>((state >> 33) % static_cast<std::uint64_t>(s.k));
+  }
+  return y;
+}
+
 // ---- what a run records -------------------------------------------------------------------------
 
 /// Which measurement a run is: table.py and plot.py group by these (they travel in the label as
@@ -167,6 +178,15 @@ void measure(benchmark::State& st, const Case& c, const Out& out, Once&& once, C
                       " regime=" + c.shape.regime;
   if (!c.extra.empty()) label += " " + c.extra;
   st.SetLabel(label);
+}
+
+/// Keeps a loss alive without benchmark::DoNotOptimize: its "+m,r" constraint on a float local
+/// lets g++ 12 read a stale value afterwards (google/benchmark#903, GCC bug 92597), which made the
+/// one-off checks see a loss of 0. A volatile store cannot be optimized away.
+inline void sink(float loss) {
+  static volatile float keep;
+  keep = loss;
+  (void)keep;
 }
 
 // ---- comparing with a reference -----------------------------------------------------------------

@@ -2,11 +2,13 @@
 """Plots of a smax_bench JSON file: elements per second against K (log axis), one line per
 implementation and layout, the memcpy and exp baselines in grey, one PNG per (op, regime).
 
-Usage: /usr/bin/python3 bench/plot.py bench/results/sweep.json [--out bench/results]
-Writes <out>/<op>_<regime>.png (e.g. softmax_cache.png) and prints the paths.
+Usage: /usr/bin/python3 bench/plot.py bench/results/sweep.json [--out bench/results] [--suffix S]
+Writes <out>/<op>_<regime><S>.png (e.g. softmax_cache.png) and prints the paths; the 2-thread
+results: bench/plot.py bench/results/threads.json --suffix _threads.
 """
 
 import argparse
+import math
 import pathlib
 import sys
 
@@ -28,13 +30,19 @@ LINES = [
      dict(color="C2", marker="^", linestyle="--")),
     (("dnnl", "row"), "oneDNN, row-major", dict(color="C3", marker="D")),
     (("dnnl", "col"), "oneDNN, column-major", dict(color="C3", marker="D", linestyle="--")),
+    (("smax_bf16", "row"), "smax, bf16 in and out, row-major", dict(color="C4", marker="v")),
+    (("smax_f64", "row"), "smax, double, row-major", dict(color="C5", marker="x")),
+    (("smax_t1", "row"), "smax, 1 thread, row-major", dict(color="C0", marker="o")),
+    (("smax_t2", "row"), "smax, 2 threads, row-major", dict(color="C9", marker="P")),
 ]
+# (op, impl, legend, style)
 BASELINES = [
-    ("copy", "memcpy (same bytes)", dict(color="0.35", linestyle=":")),
-    ("exp", "exp alone (Eigen)", dict(color="0.6", linestyle="-.")),
+    ("copy", "memcpy", "memcpy (same bytes)", dict(color="0.35", linestyle=":")),
+    ("copy", "memcpy_t1", "memcpy (same bytes)", dict(color="0.35", linestyle=":")),
+    ("copy", "memcpy_t2", "memcpy on 2 threads", dict(color="0.1", linestyle=":")),
+    ("exp", "eigen", "exp alone (Eigen)", dict(color="0.6", linestyle="-.")),
 ]
-REGIME_TITLE = {"cache": "cache-resident (about 2^16 elements)",
-                "memory": "out of cache (about 2^24 elements)"}
+REGIME_NAME = {"cache": "cache-resident", "memory": "out of cache"}
 
 
 def series(results, op, impl, layout, regime):
@@ -50,12 +58,14 @@ def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json")
     p.add_argument("--out", default=str(here / "results"))
+    p.add_argument("--suffix", default="", help="appended to each file name")
     args = p.parse_args(argv)
     context, results = load(args.json)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ops = sorted({k[0] for k in results} - {b for b, _, _ in BASELINES},
+    ops = sorted({k[0] for k in results} - {b[0] for b in BASELINES},
                  key=lambda o: (o != "softmax", o))
+    threaded = any(k[1] == "smax_t2" for k in results)
     for op in ops:
         for regime in REGIMES:
             fig, ax = plt.subplots(figsize=(9, 5.5))
@@ -68,8 +78,8 @@ def main(argv):
             if top == 0.0:
                 plt.close(fig)
                 continue
-            for base, legend, style in BASELINES:
-                ks, rs = series(results, base, None, None, regime)
+            for base, impl, legend, style in BASELINES:
+                ks, rs = series(results, base, impl, None, regime)
                 if not ks:
                     continue
                 if max(rs) > 2 * top:
@@ -83,13 +93,16 @@ def main(argv):
             ax.set_xscale("log")
             ax.set_xlabel("K (classes per distribution)")
             ax.set_ylabel("elements per second (G/s)")
-            ax.set_title(f"{op}, {REGIME_TITLE[regime]}, float, 1 thread\n"
+            sizes = [r["N"] * k[4] for k, r in results.items() if k[0] == op and k[3] == regime]
+            about = f"about 2^{round(math.log2(min(sizes)))} elements" if sizes else ""
+            ax.set_title(f"{op}, {REGIME_NAME[regime]} ({about}), "
+                         f"{'1 and 2 threads' if threaded else 'float unless named, 1 thread'}\n"
                          f"{context.get('smax_arch', '')}, {context.get('num_cpus', '?')} CPUs "
                          f"at {context.get('mhz_per_cpu', '?')} MHz", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8, loc="best")
             fig.tight_layout()
-            path = out / f"{op}_{regime}.png"
+            path = out / f"{op}_{regime}{args.suffix}.png"
             fig.savefig(path, dpi=110)
             plt.close(fig)
             print(path)

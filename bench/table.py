@@ -11,6 +11,8 @@ the K and N counters. With --benchmark_repetitions, the median aggregate is used
 the mean of the runs of a name.
 
 Usage: /usr/bin/python3 bench/table.py bench/results/sweep.json [--op softmax] [--regime cache]
+       /usr/bin/python3 bench/table.py bench/results/sweep.json --summary | --variants
+       /usr/bin/python3 bench/table.py bench/results/threads.json --threads
 """
 
 import argparse
@@ -25,6 +27,9 @@ IMPLS = [
     ("eigen_loop", "Eigen loop"),
     ("eigen_expr", "Eigen expr"),
     ("dnnl", "oneDNN"),
+    ("smax_bf16", "smax bf16"),
+    ("smax_f64", "smax double"),
+    ("smax_2pass", "smax 2-pass"),
 ]
 BASELINES = [("copy", "memcpy"), ("exp", "exp")]
 REGIMES = ["cache", "memory"]
@@ -154,12 +159,77 @@ def summary(results):
     return "\n".join(lines)
 
 
+def variants(results):
+    """Other element types and the backward passes, row-major, one row per K: bf16 logits (in
+    and out) and double against float smax in elements/s, cache-resident and out of cache; the
+    backward passes against the Eigen row loop."""
+    def rate(op, impl, regime, k):
+        r = results.get((op, impl, "row", regime, k))
+        return None if r is None else r["rate"]
+
+    head = ["K", "softmax bf16 G/s", "× float", "out of cache × float", "log_softmax bf16 × float",
+            "CE fwd+bwd bf16 × float", "out of cache × float", "softmax double G/s",
+            "softmax_backward G/s", "× Eigen loop", "log_softmax_backward G/s", "× Eigen loop",
+            "2-pass / 3-pass softmax", "out of cache"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] * len(head)) + "|"]
+    for k in sorted({k[4] for k in results if k[1] == "smax_bf16"}):
+        bf = rate("softmax", "smax_bf16", "cache", k)
+        cells = [str(k), fmt_rate(bf),
+                 fmt_ratio(bf, rate("softmax", "smax", "cache", k)),
+                 fmt_ratio(rate("softmax", "smax_bf16", "memory", k),
+                           rate("softmax", "smax", "memory", k)),
+                 fmt_ratio(rate("log_softmax", "smax_bf16", "cache", k),
+                           rate("log_softmax", "smax", "cache", k)),
+                 fmt_ratio(rate("ce_fwdbwd", "smax_bf16", "cache", k),
+                           rate("ce_fwdbwd", "smax", "cache", k)),
+                 fmt_ratio(rate("ce_fwdbwd", "smax_bf16", "memory", k),
+                           rate("ce_fwdbwd", "smax", "memory", k)),
+                 fmt_rate(rate("softmax", "smax_f64", "cache", k))]
+        for op in ("softmax_backward", "log_softmax_backward"):
+            sm = rate(op, "smax", "cache", k)
+            cells += [fmt_rate(sm), fmt_ratio(sm, rate(op, "eigen_loop", "cache", k))]
+        for regime in REGIMES:
+            cells.append(fmt_ratio(rate("softmax", "smax_2pass", regime, k),
+                                   rate("softmax", "smax", regime, k)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def threads(results):
+    """smax on 2 threads over 1 (same run), per op and regime; out of cache also as a percentage
+    of a 2-thread memcpy over the same bytes."""
+    def rate(op, impl, regime, k):
+        for key, r in results.items():
+            if key[0] == op and key[1] == impl and key[3] == regime and key[4] == k:
+                return r["rate"]
+        return None
+
+    ops = [o for o in ("softmax", "log_softmax", "ce_fwdbwd") if any(k[0] == o for k in results)]
+    head = ["K"]
+    for op in ops:
+        head += [f"{op} 2 threads G/s", "× 1 thread", "out of cache × 1 thread", "% memcpy (2 thr.)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] * len(head)) + "|"]
+    for k in sorted({k[4] for k in results if k[1] == "smax_t2"}):
+        cells = [str(k)]
+        for op in ops:
+            t2 = rate(op, "smax_t2", "cache", k)
+            m2 = rate(op, "smax_t2", "memory", k)
+            cells += [fmt_rate(t2), fmt_ratio(t2, rate(op, "smax_t1", "cache", k)),
+                      fmt_ratio(m2, rate(op, "smax_t1", "memory", k)),
+                      fmt_pct(m2, rate("copy", "memcpy_t2", "memory", k))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json")
     p.add_argument("--op", action="append", help="only this op (repeatable)")
     p.add_argument("--regime", action="append", choices=REGIMES, help="only this regime")
     p.add_argument("--summary", action="store_true", help="the README's one-row-per-K table")
+    p.add_argument("--variants", action="store_true",
+                   help="bf16 and double against float, backward passes against the Eigen loop")
+    p.add_argument("--threads", action="store_true", help="a threads.json: 2 threads against 1")
     args = p.parse_args(argv)
     context, results = load(args.json)
     if not results:
@@ -169,9 +239,19 @@ def main(argv):
           f"{context.get('mhz_per_cpu', '?')} MHz; smax arch {context.get('smax_arch', '?')}; "
           f"oneDNN {context.get('dnnl_version', '-')}"
           + (f" ({', '.join(dnnl)})" if dnnl else "") + ".")
-    print("Elements per second (G/s), single thread, float; regime cache: about 2^16 elements "
-          "per call, memory: about 2^24.\n")
-    print(summary(results) if args.summary else table(results, args.op, args.regime))
+    if args.threads:
+        print("Elements per second (G/s), float, row-major; regime cache: about 2^20 elements "
+              "per call (L3-resident), memory: about 2^24.\n")
+        print(threads(results))
+        return
+    print("Elements per second (G/s), single thread, float unless named; regime cache: about "
+          "2^16 elements per call, memory: about 2^24.\n")
+    if args.summary:
+        print(summary(results))
+    elif args.variants:
+        print(variants(results))
+    else:
+        print(table(results, args.op, args.regime))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: builds the benchmarks (Release, this machine's ISA) and runs the sweep over K,
-# writing bench/results/<name>.json and printing the table. Installs the Debian packages it needs
-# when run as root. Usage: bash scripts/bench.sh [extra Google Benchmark flags]
+# writing bench/results/sweep.json (one thread) and bench/results/threads.json (1 and 2 threads,
+# when OpenMP is available) and printing their tables. Installs the Debian packages it needs
+# when run as root. Usage: bash scripts/bench.sh [extra Google Benchmark flags, for both runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -11,4 +12,12 @@ cmake --workflow --preset bench
 mkdir -p bench/results
 out=bench/results/sweep.json
 ./build/bench/bench/smax_bench --benchmark_out="$out" --benchmark_out_format=json "$@"
-/usr/bin/python3 bench/table.py "$out"
+threads=build/bench/bench/smax_bench_threads
+if [ -x "$threads" ]; then
+  "$threads" --benchmark_out=bench/results/threads.json --benchmark_out_format=json "$@"
+fi
+/usr/bin/python3 bench/table.py "$out" --summary
+/usr/bin/python3 bench/table.py "$out" --variants
+if [ -f bench/results/threads.json ] && [ -x "$threads" ]; then
+  /usr/bin/python3 bench/table.py bench/results/threads.json --threads
+fi
