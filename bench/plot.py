@@ -94,7 +94,7 @@ def main(argv):
             ax.set_xlabel("K (classes per distribution)")
             ax.set_ylabel("elements per second (G/s)")
             sizes = [r["N"] * k[4] for k, r in results.items() if k[0] == op and k[3] == regime]
-            about = f"about 2^{round(math.log2(min(sizes)))} elements" if sizes else ""
+            about = f"about 2^{round(math.log2(sorted(sizes)[len(sizes) // 2]))} elements" if sizes else ""
             ax.set_title(f"{op}, {REGIME_NAME[regime]} ({about}), "
                          f"{'1 and 2 threads' if threaded else 'float unless named, 1 thread'}\n"
                          f"{context.get('smax_arch', '')}, {context.get('num_cpus', '?')} CPUs "
