@@ -647,8 +647,9 @@ inline constexpr index_t small_k_max = 64;
 
 /// Rows [0, L) of a tile of contiguous distributions (row stride ds, k <= small_k_max classes)
 /// into buf transposed, buf[j * L + l] = p[l * ds + j]: one L x L block of vectors at a time,
-/// loaded (the last block masked), transposed in registers, stored as columns. Vector stores and
-/// loads of whole columns, so the across kernel's loads are forwarded from them.
+/// loaded (masked only where a whole vector would leave the array), transposed in registers,
+/// stored as columns. Vector stores and loads of whole columns, so the across kernel's loads are
+/// forwarded from them.
 template <class V, class U>
 SMAX_ALWAYS_INLINE void tile_in(const U* p, index_t ds, index_t k, index_t extent,
                                 scalar_of<V>* buf) noexcept {
@@ -724,8 +725,8 @@ struct tile_slot<strided<U>, V> {
 /// The loops over groups of a few classes each (rows-in-lanes tiles, and distributions across
 /// memory): flattened, so that the kernel body and everything it calls is inlined per class.
 template <class V, class Op, class Tuple, class... Arrays, std::size_t... I>
-SMAX_FLATTEN void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slots, std::index_sequence<I...>,
-               const Arrays&... arrays) {
+SMAX_FLATTEN void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slots,
+                            std::index_sequence<I...>, const Arrays&... arrays) {
   constexpr index_t L = lanes<V>;
   const across_group<V> g{k};
   for (; i + L <= n; i += L) {
