@@ -3,6 +3,7 @@
 // value, and nothing written (grad and losses keep their sentinels).
 #include "ce_reference.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -583,6 +584,47 @@ TEMPLATE_TEST_CASE("bad input: the right exception, a precise message, nothing w
     M gb = M::Constant(big_n, 40, T(kSentinel));
     CHECK_THROWS_AS(smax::cross_entropy(xb, yb, gb), std::out_of_range);
     CHECK(untouched(gb));
+  }
+  SECTION("bad labels among many rows: int and int64 labels, an ignore_index no int equals") {
+    // More rows than a vector of labels holds on any instruction set: the labels are checked a
+    // vector at a time, and the message still names the first bad one.
+    const Index big_n = 4 * 16 + 5;
+    const M xb = ce_ref::logits<T>(big_n, 7, 51);
+    Eigen::VectorXi yi = Eigen::VectorXi::Zero(big_n);
+    for (Index i = 0; i < big_n; ++i) yi(i) = static_cast<int>(i % 7);
+    yi(9) = -100;  // ignored
+    yi(21) = 7;    // K
+    yi(40) = -1;
+    Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> yl = yi.cast<std::int64_t>();
+    M gb = M::Constant(big_n, 7, T(kSentinel));
+    CHECK_THAT(message_of<std::out_of_range>([&] { smax::cross_entropy(xb, yi, gb); }),
+               Contains("target(21) = 7"));
+    CHECK_THAT(message_of<std::out_of_range>([&] { smax::cross_entropy(xb, yl, gb); }),
+               Contains("target(21) = 7"));
+    CHECK(untouched(gb));
+    yi(21) = 6;
+    yl(21) = 6;
+    CHECK_THAT(message_of<std::out_of_range>([&] { smax::cross_entropy(xb, yi); }),
+               Contains("target(40) = -1"));
+    CHECK_THAT(message_of<std::out_of_range>([&] { smax::cross_entropy(xb, yl); }),
+               Contains("target(40) = -1"));
+    yi(40) = 0;
+    yl(40) = 0;
+    // The mean over the 68 rows that count, from the per-row losses (row 9 gets 0).
+    Vec<T> rows(big_n);
+    smax::cross_entropy_per_row(xb, yi, rows);
+    CHECK(rows(9) == T(0));
+    const double mean = static_cast<double>(rows.sum()) / static_cast<double>(big_n - 1);
+    CHECK(std::abs(static_cast<double>(smax::cross_entropy(xb, yi)) - mean) <=
+          1e-5 * std::abs(mean));
+    CHECK(smax::cross_entropy(xb, yl) == smax::cross_entropy(xb, yi));
+    // No int equals this ignore_index: row 9's -100 is then a bad label; an int64 label can.
+    smax::CrossEntropyOptions o;
+    o.ignore_index = std::int64_t{1} << 40;
+    CHECK_THAT(message_of<std::out_of_range>([&] { smax::cross_entropy(xb, yi, o); }),
+               Contains("target(9) = -100"));
+    yl(9) = o.ignore_index;
+    CHECK(smax::cross_entropy(xb, yl, o) == smax::cross_entropy(xb, yi));
   }
   SECTION("labels of the wrong length or shape") {
     Eigen::VectorXi short_labels(3);

@@ -43,20 +43,21 @@ const char* name(path p) {
 }
 
 /// Where element j of distribution i lives: i * ds + j * cs, with strides chosen so that the
-/// driver takes path p: unit class stride (contiguous, rows padded), unit distribution stride
-/// (across, columns padded), or neither (scalar).
+/// driver takes path p: unit class stride (contiguous, rows padded by `pad`), unit distribution
+/// stride (across, columns padded by `pad`), or neither (scalar, interleaved). pad = 0: rows (columns) follow
+/// each other, as in a plain matrix (the rows-in-lanes tiles of such rows are dense).
 struct layout {
   Index ds, cs, extent;
-  layout(path p, Index n, Index k) {
+  layout(path p, Index n, Index k, Index pad = 3) {
     switch (p) {
       case path::contiguous:
-        ds = k + 3, cs = 1;
+        ds = k + pad, cs = 1;
         break;
       case path::across:
-        ds = 1, cs = n + 3;
+        ds = 1, cs = n + pad;
         break;
       case path::scalar:
-        ds = 2, cs = 2 * n + 3;
+        ds = 2, cs = 2 * n + 3 + pad;
         break;
     }
     extent = n > 0 && k > 0 ? (n - 1) * ds + (k - 1) * cs + 1 + 2 : 2;  // 2 spare at the end
@@ -101,13 +102,16 @@ strided<T> view(std::vector<T>& buf, const layout& lay) {
 }
 
 /// K and N around the vector width of T in this build: the across path's groups of rows, the
-/// contiguous path's vectors, partial tails and 16-vector summation blocks, and 15 to 17 around
-/// the largest K that the contiguous path processes with rows in lanes.
+/// contiguous path's vectors, partial tails and 16-vector summation blocks, half a vector (the
+/// largest K of dense tiles), and 63 to 65 around the largest K that the contiguous path
+/// processes with rows in lanes.
 template <class T>
 std::vector<Index> kernel_class_counts() {
-  const Index l = ref::lanes<T>;
-  std::vector<Index> k = {0,         1,  2,  3,  l - 1,      l,      l + 1,      2 * l + 1,  4 * l,
-                          4 * l + 1, 15, 16, 17, 16 * l - 1, 16 * l, 16 * l + 1, 64 * l + 3, 1000};
+  const Index l = ref::lanes<T>, h = l / 2 > 1 ? l / 2 : 2;
+  std::vector<Index> k = {0,      1,      2,      3,          h - 1,      h,          h + 1,
+                          l - 1,  l,      l + 1,  2 * l + 1,  4 * l,      4 * l + 1,  15,
+                          16,     17,     63,     64,         65,         16 * l - 1, 16 * l,
+                          16 * l + 1, 64 * l + 3, 1000};
   std::sort(k.begin(), k.end());
   k.erase(std::unique(k.begin(), k.end()), k.end());
   return k;
@@ -132,9 +136,10 @@ TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar
   const Index k = GENERATE(from_range(kernel_class_counts<T>()));
   const Index n = GENERATE(from_range(kernel_batch_sizes<T>()));
   const ref::scenario s = GENERATE(ref::scenario::standard, ref::scenario::mixed);
+  const Index pad = GENERATE(3, 0);
   INFO(Arch::name() << ", " << ref::type_name<T>() << ", path " << name(p) << ", K = " << k
-                    << ", N = " << n << ", inputs: " << ref::name(s));
-  const layout lay(p, n, k);
+                    << ", N = " << n << ", padding " << pad << ", inputs: " << ref::name(s));
+  const layout lay(p, n, k, pad);
   const T fill = T(-4321);
   const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
   const ref::LMat xl = ref::to_ld(x);

@@ -77,21 +77,28 @@ auto vector_view(X& v) noexcept {
 }
 
 /// Checks every label (in [0, k) or ignore); calls on_valid(label) for each valid one; returns
-/// their count.
+/// their count. One pass counts and checks (scan_labels, in vectors); the labels are read again
+/// only to find a bad one, or for on_valid.
 template <class Y, class F>
 index_t validate_labels(const char* fn, const Y& target, index_t k, std::int64_t ignore,
                         F&& on_valid) {
   index_t valid = 0;
-  for (index_t i = 0; i < target.size(); ++i) {
+  const auto v = vector_view(target);
+  using Lbl = std::remove_const_t<std::remove_pointer_t<decltype(v.p)>>;
+  const bool bad = scan_labels(per_dist<const Lbl>{v.p, v.stride}, target.size(), k, ignore, valid);
+  for (index_t i = 0; bad && i < target.size(); ++i) {
     const auto y = static_cast<std::int64_t>(target(i));
-    if (y == ignore) continue;
-    if (y < 0 || y >= k)
+    if (y != ignore && (y < 0 || y >= k))
       throw std::out_of_range(std::string(fn) + ": target(" + std::to_string(i) +
                               ") = " + std::to_string(y) + " is not a class index in [0, " +
                               std::to_string(k) + ") nor ignore_index (" + std::to_string(ignore) +
                               ")");
-    ++valid;
-    on_valid(static_cast<index_t>(y));
+  }
+  if constexpr (!std::is_same<std::decay_t<F>, std::nullptr_t>::value) {
+    for (index_t i = 0; i < target.size(); ++i) {
+      const auto y = static_cast<std::int64_t>(target(i));
+      if (y != ignore) on_valid(static_cast<index_t>(y));
+    }
   }
   return valid;
 }
@@ -218,8 +225,8 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   double weight_of_valid = 0.0;
   index_t valid_rows = n;
   if constexpr (labels) {
-    if (opt.class_weights.size() == 0) {  // (no chain of dependent adds per label)
-      valid_rows = validate_labels(fn, target, k, opt.ignore_index, [](index_t) {});
+    if (opt.class_weights.size() == 0) {
+      valid_rows = validate_labels(fn, target, k, opt.ignore_index, nullptr);
       weight_of_valid = static_cast<double>(valid_rows);
     } else {
       valid_rows = validate_labels(fn, target, k, opt.ignore_index,
@@ -434,7 +441,7 @@ shard_job<L, Y> shard_setup(const char* fn, const L& logits, const Y& labels, in
   check_options<typename shard_job<L, Y>::T>(fn, opt,
                                              job.k == 0 ? opt.class_weights.size() : job.k);
   require_label_vector(fn, job.labels, job.n);
-  job.valid_rows = validate_labels(fn, job.labels, vocab, opt.ignore_index, [](index_t) {});
+  job.valid_rows = validate_labels(fn, job.labels, vocab, opt.ignore_index, nullptr);
   return job;
 }
 

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <type_traits>
 
 namespace smax::detail {
@@ -62,41 +63,90 @@ class exact_sum {
 };
 
 /// Sums of the per-row loss terms (unnormalized): cross-entropy and z-loss, kept apart because
-/// `mean` divides them by different counts. A cache line each: every thread adds to its own,
-/// once per group of rows, and neighbours on one line would make the threads slower than one.
-struct alignas(64) ce_totals {
+/// `mean` divides them by different counts.
+struct ce_totals {
   exact_sum ce, z;
 };
 
-/// One ce_totals per chunk of rows (per thread), merged in chunk order.
-struct chunk_totals {
-  ce_totals chunk[max_threads];
-  int chunks = 1;
-  ce_totals merged() const noexcept {
-    ce_totals all = chunk[0];
-    for (int c = 1; c < chunks; ++c) {
-      all.ce.add(chunk[c].ce.value());
-      all.z.add(chunk[c].z.value());
+/// What one chunk's rows (one thread's) add up to, while it runs: the compensated sums, and for
+/// rows in the lanes of across groups, lane l's losses in a compensated sum of its own (TwoSum,
+/// a vector of lanes at a time), folded into the others at the end.
+struct chunk_sums {
+  static constexpr int max_lanes = 16;
+  exact_sum ce, z;
+  alignas(64) double lane_ce[max_lanes] = {};
+  alignas(64) double lane_ce_comp[max_lanes] = {};
+  alignas(64) double lane_z[max_lanes] = {};
+  alignas(64) double lane_z_comp[max_lanes] = {};
+  ce_totals folded() const noexcept {
+    ce_totals r{ce, z};
+    for (int l = 0; l < max_lanes; ++l) {
+      r.ce.add(lane_ce[l]);
+      if (std::isfinite(lane_ce[l])) r.ce.add(lane_ce_comp[l]);
+      r.z.add(lane_z[l]);
+      if (std::isfinite(lane_z[l])) r.z.add(lane_z_comp[l]);
     }
-    return all;
+    return r;
   }
 };
 
-/// Adds a group's row losses to the totals: the lanes of an across group (at most 16 rows) are
-/// summed in double first (rounding ~2^-50 relative), then added to the compensated sums once.
+/// The totals of each chunk of rows (per thread), merged in chunk order. A cache line each:
+/// neighbours on one line would make two threads slower than one. Storage only: a chunk's
+/// totals are written when it ends (chunk_op), so a call on few threads touches few lines.
+class chunk_totals {
+ public:
+  int chunks = 1;
+  void set(int c, const ce_totals& t) noexcept { new (raw_[c]) ce_totals(t); }
+  /// Every chunk in [0, chunks) has been set.
+  ce_totals merged() const noexcept {
+    ce_totals all = at(0);
+    for (int c = 1; c < chunks; ++c) {
+      all.ce.add(at(c).ce.value());
+      all.z.add(at(c).z.value());
+    }
+    return all;
+  }
+
+ private:
+  static constexpr std::size_t line = 64;
+  static_assert(sizeof(ce_totals) <= line, "smax: ce_totals is larger than a cache line");
+  const ce_totals& at(int c) const noexcept {
+    return *std::launder(reinterpret_cast<const ce_totals*>(raw_[c]));
+  }
+  alignas(line) unsigned char raw_[max_threads][line];
+};
+
+/// One chunk's kernel body with its running sums, on the stack of the thread that runs it
+/// (make_op builds it there); its totals go to `out` when it is destroyed, after its last row.
+/// Not copyable: there is exactly one per chunk.
+template <class Body>
+struct chunk_op {
+  Body body;
+  chunk_totals* out;
+  int chunk;
+  mutable chunk_sums sums{};
+  chunk_op(Body b, chunk_totals* o, int c) noexcept : body(b), out(o), chunk(c) {}
+  chunk_op(const chunk_op&) = delete;
+  chunk_op& operator=(const chunk_op&) = delete;
+  ~chunk_op() { out->set(chunk, sums.folded()); }
+  template <class... A>
+  void operator()(const A&... a) const {
+    body(sums, a...);
+  }
+};
+
+/// Adds a group's row losses to the totals: a row's own to the compensated sums, an across
+/// group's lane by lane to its per-lane compensated sums (they join the others at the end).
 template <class G, class T>
 void record_loss(const G& g, const typename G::state& ce, const typename G::state& zl,
-                 const per_dist<T>& losses, ce_totals& tot) {
-  double ce_sum = 0, z_sum = 0;
-  bool here = false;  // a split distribution is recorded by one thread
-  g.each_lane(ce, [&](index_t, T v) {
-    ce_sum += static_cast<double>(v);
-    here = true;
-  });
-  g.each_lane(zl, [&](index_t, T v) { z_sum += static_cast<double>(v); });
-  if (here) {
-    tot.ce.add(ce_sum);
-    tot.z.add(z_sum);
+                 const per_dist<T>& losses, chunk_sums& tot) {
+  if constexpr (G::lane_totals) {
+    static_assert(lanes<typename G::state> <= chunk_sums::max_lanes, "smax: too many lanes");
+    g.add_lanes(tot.lane_ce, tot.lane_ce_comp, ce);
+    g.add_lanes(tot.lane_z, tot.lane_z_comp, zl);
+  } else if (g.records()) {  // a split distribution is recorded by one thread
+    tot.ce.add(static_cast<double>(ce));
+    tot.z.add(static_cast<double>(zl));
   }
   if (losses.p != nullptr) g.store_out(losses, ce + zl);
 }
@@ -215,7 +265,7 @@ template <bool HasGrad, bool General, class G, class X, class T, class Lab>
 void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const Lab& lab,
                      const strided<const X>& src, bool stored, bool recap, const strided<X>& gr,
                      const per_dist<const T>& up, const per_dist<T>& losses,
-                     const ce_params<T>& prm, ce_totals& tot, const strided<X>* exps = nullptr) {
+                     const ce_params<T>& prm, chunk_sums& tot, const strided<X>* exps = nullptr) {
   using S = typename G::state;
   const T zero(0), one(1);
   const bool capped = General && prm.cap > 0;
@@ -251,6 +301,13 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
     // Where pass 2 stored the exps: the gradient buffer, or a stack buffer when the gradient
     // streams (then written once, here).
     const strided<X> ex = exps != nullptr ? *exps : gr;
+    // The label's entry: p_y − 1 = −Σ_{c≠y} p_c, so a confident prediction keeps its gradient.
+    // Written over pass 3's value for that class (in pass 3 itself, in across groups).
+    S gy = zterm - coef * (st.sum_other * inv) + r_ce * S(eps_k) * (st.weight_sum - w_y);
+    if (capped) {
+      const S t = st.target * S(inv_cap);
+      gy = gy * fma(-t, t, S(one));
+    }
     // Pass 3: the gradient, from the stored exps or from the logits again.
     const auto pass3 = [=](const auto& io) {
       using W = decltype(io.splat(coef));
@@ -274,6 +331,7 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
           gv = gv * fma(-t, t, W(one));
         }
       }
+      if constexpr (G::label_in_pass) gv = select(io.is_class(lab), io.splat(gy), gv);
       io.store(gr, keep_valid(lab, gv));
     };
     if (exps != nullptr) {
@@ -281,13 +339,7 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
     } else {
       g.for_each(pass3);
     }
-    // The label's entry: p_y − 1 = −Σ_{c≠y} p_c, so a confident prediction keeps its gradient.
-    S gy = zterm - coef * (st.sum_other * inv) + r_ce * S(eps_k) * (st.weight_sum - w_y);
-    if (capped) {
-      const S t = st.target * S(inv_cap);
-      gy = gy * fma(-t, t, S(one));
-    }
-    g.scatter(gr, lab, gy);
+    if constexpr (!G::label_in_pass) g.scatter(gr, lab, gy);
   }
 }
 
@@ -297,7 +349,7 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
 template <bool HasGrad, bool General, class G, class X, class T, class Lbl>
 void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const Lbl>& y,
                     const strided<X>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
-                    const ce_params<T>& prm, ce_totals& tot) {
+                    const ce_params<T>& prm, chunk_sums& tot) {
   using S = typename G::state;
   const auto lab = g.load_labels(y, prm.labels);
   if (!any_valid(lab)) {
@@ -329,7 +381,7 @@ void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const 
 template <bool HasGrad, bool General, class G, class X, class T>
 void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>& t,
                    const strided<X>& gr, const per_dist<const T>& up, const per_dist<T>& losses,
-                   const ce_params<T>& prm, ce_totals& tot) {
+                   const ce_params<T>& prm, chunk_sums& tot) {
   using S = typename G::state;
   const T zero(0), one(1);
   const bool capped = General && prm.cap > 0;
@@ -430,6 +482,52 @@ void with_modes(bool has_grad, bool general, F&& f) {
   }
 }
 
+/// The check of n labels y: counts those that are not `ignore` into `valid`
+/// and returns whether any of them lies outside [0, k). 32- and 64-bit integer labels are
+/// compared a vector at a time; other types one at a time.
+template <class Arch = best_arch, class Lbl>
+bool scan_labels(per_dist<const Lbl> y, index_t n, index_t k, std::int64_t ignore,
+                 index_t& valid) noexcept {
+  std::uint64_t count = 0;
+  bool bad = false;
+  const auto uk = static_cast<std::uint64_t>(k);
+  index_t i = 0;
+  if constexpr (!std::is_same<Arch, scalar_arch>::value && std::is_integral<Lbl>::value &&
+                std::is_signed<Lbl>::value && (sizeof(Lbl) == 4 || sizeof(Lbl) == 8)) {
+    const Lbl* p = y.p;
+    using B = xsimd::batch<Lbl, Arch>;
+    constexpr index_t L = static_cast<index_t>(B::size);
+    constexpr auto top = std::numeric_limits<Lbl>::max();
+    constexpr auto bottom = std::numeric_limits<Lbl>::min();
+    // An ignore_index no label can equal ignores nothing; a k above every label bounds nothing.
+    const bool ignores = ignore >= bottom && ignore <= top;
+    const B ig(static_cast<Lbl>(ignores ? ignore : 0)), kk(static_cast<Lbl>(k <= top ? k : top));
+    const B zero(Lbl(0)), one(Lbl(1));
+    constexpr index_t block = index_t{1} << 20;  // lane counts stay far below 2^31
+    while (y.stride == 1 && i + L <= n) {
+      B cnt = zero;
+      auto off = zero != zero;
+      const index_t end = std::min(n - (n - i) % L, i + block * L);
+      for (; i < end; i += L) {
+        const B v = B::load_unaligned(p + i);
+        const auto counts = ignores ? v != ig : zero == zero;
+        cnt = cnt + select(counts, one, zero);
+        off = off | (counts & ((v < zero) | (k <= top ? v >= kk : zero != zero)));
+      }
+      count += static_cast<std::uint64_t>(xsimd::hadd(cnt));
+      bad = bad || xsimd::any(off);
+    }
+  }
+  for (; i < n; ++i) {
+    const auto v = static_cast<std::int64_t>(y.p[i * y.stride]);
+    const bool counts = v != ignore;
+    count += counts;
+    bad |= counts & (static_cast<std::uint64_t>(v) >= uk);  // v < 0 wraps above k
+  }
+  valid = static_cast<index_t>(count);
+  return bad;
+}
+
 /// Fused cross-entropy with class-index labels over n distributions of k classes.
 /// grad.p == nullptr: loss only (grad must then carry x's strides); upstream.p == nullptr: a
 /// per-row upstream gradient of 1; losses.p == nullptr: no per-row losses. Labels are assumed
@@ -446,12 +544,13 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dis
     tots.chunks = run_threads<Arch, T>(
         n, k, threads,
         [&](int chunk) {
-          return [&prm, &tot = tots.chunk[chunk]](
-                     const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
-                     const auto& gi, const auto& ui, const auto& li) {
+          const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi,
+                                   const per_dist<const Lbl>& yi, const auto& gi, const auto& ui,
+                                   const auto& li) {
             ce_label_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, yi, gi, ui, li,
                                                                             prm, tot);
           };
+          return chunk_op<decltype(body)>(body, &tots, chunk);
         },
         x, y, grad, upstream, losses);
   });
@@ -468,12 +567,13 @@ ce_totals cross_entropy_probs(index_t n, index_t k, strided<const X> x, strided<
     tots.chunks = run_threads<Arch, T>(
         n, k, threads,
         [&](int chunk) {
-          return [&prm, &tot = tots.chunk[chunk]](const auto& g, const auto& xi, const auto& ti,
-                                                  const auto& gi, const auto& ui,
-                                                  const auto& li) {
+          const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi,
+                                   const auto& ti, const auto& gi, const auto& ui,
+                                   const auto& li) {
             ce_prob_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, ti, gi, ui, li,
                                                                            prm, tot);
           };
+          return chunk_op<decltype(body)>(body, &tots, chunk);
         },
         x, t, grad, upstream, losses);
   });
@@ -519,13 +619,16 @@ ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
                                      per_dist<const T> upstream, per_dist<T> losses,
                                      const ce_params<T>& prm, int threads = 1) noexcept {
   chunk_totals tots;
-  if (n == 0) return tots.merged();  // stats may be null: no arithmetic on it
+  if (n == 0) {  // stats may be null: no arithmetic on it
+    tots.set(0, ce_totals{});
+    return tots.merged();
+  }
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
     tots.chunks = run_threads<Arch, T>(
         n, k, threads,
         [&](int chunk) {
-          return [&prm, &tot = tots.chunk[chunk]](
-                     const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
+          const auto body = [&prm](
+                     chunk_sums& tot, const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
                      const auto& gi, const auto& ui, const auto& li,
                      const per_dist<const T>& s0, const per_dist<const T>& s1,
                      const per_dist<const T>& s2, const per_dist<const T>& s3,
@@ -544,6 +647,7 @@ ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
             ce_label_finish<decltype(has_grad)::value, decltype(gen)::value>(
                 g, st, lab, xi, false, capped, gi, ui, li, prm, tot);
           };
+          return chunk_op<decltype(body)>(body, &tots, chunk);
         },
         x, y, grad, upstream, losses, per_dist<const T>{stats, ce_stats_width},
         per_dist<const T>{stats + 1, ce_stats_width}, per_dist<const T>{stats + 2, ce_stats_width},

@@ -137,9 +137,10 @@ struct lane_labels {
   using I = typename vec_traits<V>::int_type;
   using IV = xsimd::batch<I, typename V::arch_type>;
   static constexpr index_t L = lanes<V>;
-  index_t y[L];
-  IV yv;
-  typename V::batch_bool_type valid;
+  IV yv;  // the label among these classes, or -1 (in another shard), or -2 (ignored row, or a lane
+          // without a row)
+  typename V::batch_bool_type valid;  // the row counts
+  typename V::batch_bool_type here;   // the row counts and its label is among these classes
 };
 
 template <class Lbl>
@@ -382,11 +383,10 @@ struct contiguous_group {
   }
   /// 1 where the label is among this kernel's classes, else 0.
   T label_here(const one_label& lab) const noexcept { return lab.y >= 0 ? T(1) : T(0); }
-  /// f(0, v): a single distribution's value.
-  template <class F>
-  void each_lane(const T& v, F&& f) const {
-    f(index_t{0}, v);
-  }
+  static constexpr bool label_in_pass = false;  // the label's gradient entry: one scatter
+  static constexpr bool lane_totals = false;    // a row value is one scalar
+  /// Whether this group records its distribution's loss (a split distribution: one thread).
+  static constexpr bool records() noexcept { return true; }
 };
 
 // ---- one vector of distributions side by side ---------------------------------------------------
@@ -529,62 +529,126 @@ struct across_group {
       return make_label(*y.p, spec);
     } else {
       using I = typename lane_labels<V>::I;
+      using IV = typename lane_labels<V>::IV;
       labels_t lab;
+      if constexpr (std::is_integral<Lbl>::value && std::is_signed<Lbl>::value &&
+                    sizeof(Lbl) == sizeof(I)) {
+        if (!Partial && y.stride == 1) {  // a vector of labels, checked as make_label does
+          constexpr auto top = std::numeric_limits<I>::max();
+          constexpr auto bottom = std::numeric_limits<I>::min();
+          const IV raw = IV::load_unaligned(reinterpret_cast<const I*>(y.p));
+          const bool ignores = spec.ignore >= bottom && spec.ignore <= top;
+          const auto counts = ignores ? raw != IV(static_cast<I>(spec.ignore)) : raw == raw;
+          // Validated labels lie in [0, K), so offset and k (at most K) fit I.
+          const IV local = raw - IV(static_cast<I>(spec.offset));
+          const auto in = (local >= IV(I(0))) & (local < IV(static_cast<I>(spec.k)));
+          lab.yv = select(counts & in, local, select(counts, IV(I(-1)), IV(I(-2))));
+          lab.valid = xsimd::bool_cast(counts);
+          lab.here = xsimd::bool_cast(counts & in);
+          return lab;
+        }
+      }
       alignas(64) I ys[L];
-      alignas(64) T ok[L];
       for (index_t l = 0; l < L; ++l) {
         // Lanes without a distribution count as ignored rows: no loss, no gradient.
         const one_label one = l < used() ? make_label(y.p[l * y.stride], spec) : one_label{-1, false};
-        lab.y[l] = one.y;
-        ys[l] = static_cast<I>(one.y);
-        ok[l] = one.valid ? T(1) : T(0);
+        ys[l] = static_cast<I>(one.valid ? one.y : -2);
       }
-      lab.yv = lab_load(ys);
-      lab.valid = detail::load<V>(ok) != V(T(0));
+      lab.yv = IV::load_aligned(ys);
+      lab.valid = xsimd::bool_cast(lab.yv != IV(I(-2)));
+      lab.here = xsimd::bool_cast(lab.yv >= IV(I(0)));
       return lab;
     }
   }
-  /// a[label] per lane (0 in lanes whose label is not here).
+  /// a[label] per lane (0 in lanes whose label is not here): one gather instruction where the
+  /// element offsets fit the index lanes.
   template <class A>
   V gather(const A& a, const labels_t& lab) const noexcept {
     if constexpr (is_scalar_v<V>) {
       return lab.y >= 0 ? widen<T>(a.p[lab.y * class_step(a)]) : T(0);
     } else {
+      using U = std::remove_const_t<std::remove_pointer_t<decltype(a.p)>>;
+      if constexpr (std::is_same<U, T>::value) {
+        using I = typename lane_labels<V>::I;
+        using IV = typename lane_labels<V>::IV;
+        const index_t ls = lane_step(a), cs = class_step(a);
+        const auto span = static_cast<std::uint64_t>(ls < 0 ? -ls : ls) * (L - 1) +
+                          static_cast<std::uint64_t>(cs < 0 ? -cs : cs) * (k - 1);
+        if (span <= static_cast<std::uint64_t>(std::numeric_limits<I>::max())) {
+          // Lanes whose label is not here read element 0 (lane 0's class 0), then give 0.
+          const IV off = IV::load_unaligned(lane_index<I>::values) * IV(static_cast<I>(ls)) +
+                         lab.yv * IV(static_cast<I>(cs));
+          const IV idx = select(xsimd::bool_cast(lab.here), off, IV(I(0)));
+          return select(lab.here, gather_lanes<V>(a.p, idx), V(T(0)));
+        }
+      }
       alignas(64) T buf[L];
-      for (index_t l = 0; l < L; ++l)  // lanes past used() have y = -1
-        buf[l] =
-            lab.y[l] >= 0 ? widen<T>(a.p[l * lane_step(a) + lab.y[l] * class_step(a)]) : T(0);
+      alignas(64) typename lane_labels<V>::I ys[L];
+      lab.yv.store_aligned(ys);
+      for (index_t l = 0; l < L; ++l)  // lanes past used() have y = -2
+        buf[l] = ys[l] >= 0 ? widen<T>(a.p[l * lane_step(a) + ys[l] * class_step(a)]) : T(0);
       return detail::load<V>(buf);
     }
   }
+  /// Across groups write the label's gradient entry in the gradient pass (select on is_class):
+  /// no scatter.
+  static constexpr bool label_in_pass = !is_scalar_v<V>;
   template <class U>
   void scatter(const strided<U>& a, const labels_t& lab, const V& v) const noexcept {
     if constexpr (is_scalar_v<V>) {
       if (lab.y >= 0) a.p[lab.y * a.cs] = narrow_to<U>(v);
     } else {
       alignas(64) T buf[L];
+      alignas(64) typename lane_labels<V>::I ys[L];
       detail::store(buf, v);
+      lab.yv.store_aligned(ys);
       for (index_t l = 0; l < L; ++l)
-        if (lab.y[l] >= 0) a.p[l * a.ds + lab.y[l] * a.cs] = narrow_to<U>(buf[l]);
+        if (ys[l] >= 0) a.p[l * a.ds + ys[l] * a.cs] = narrow_to<U>(buf[l]);
     }
   }
   V label_here(const labels_t& lab) const noexcept {
     if constexpr (is_scalar_v<V>) {
       return lab.y >= 0 ? T(1) : T(0);
     } else {
-      alignas(64) T buf[L];
-      for (index_t l = 0; l < L; ++l) buf[l] = lab.y[l] >= 0 ? T(1) : T(0);
-      return detail::load<V>(buf);
+      return select(lab.here, V(T(1)), V(T(0)));
     }
   }
-  /// f(lane, value) for each lane, in order.
-  template <class F>
-  void each_lane(const V& v, F&& f) const {
+  /// Row values (losses) are accumulated lane by lane (add_lanes), not one by one.
+  static constexpr bool lane_totals = true;
+  /// Adds lane l of v to the compensated sum (sum[l], comp[l]) in double, for the lanes that hold
+  /// distributions: TwoSum, no branch, so whole vectors of doubles at a time. A sum that is ±inf
+  /// or NaN makes its compensation NaN; the caller then reads the sum alone.
+  void add_lanes(double* sum, double* comp, const V& value) const noexcept {
+    V v = value;
+    if constexpr (Partial) v = select(tail_mask<V>(rem), v, V(T(0)));
+    if constexpr (!is_scalar_v<V>) {
+      using D = xsimd::batch<double, typename V::arch_type>;
+      constexpr index_t H = static_cast<index_t>(D::size);
+      const auto add = [&](index_t at, const D& x) {
+        const D s = D::load_aligned(sum + at);
+        const D t = s + x;
+        const D bp = t - s;
+        (D::load_aligned(comp + at) + ((s - (t - bp)) + (x - bp))).store_aligned(comp + at);
+        t.store_aligned(sum + at);
+      };
+      if constexpr (sizeof(T) == 4 && 2 * H == L) {  // float: two vectors of doubles
+        const auto halves = widen_halves(v);
+        add(0, D(halves.first));
+        add(H, D(halves.second));
+        return;
+      } else if constexpr (sizeof(T) == 8) {
+        add(0, D(v));
+        return;
+      }
+    }
     alignas(64) T buf[L];
     detail::store(buf, v);
-    for (index_t l = 0; l < used(); ++l) f(l, buf[l]);
+    for (index_t l = 0; l < L; ++l) {
+      const double x = static_cast<double>(buf[l]), s = sum[l], t = s + x, bp = t - s;
+      comp[l] += (s - (t - bp)) + (x - bp);
+      sum[l] = t;
+    }
   }
-
  private:
   template <class U>
   static index_t class_step(const strided<U>& a) noexcept {
@@ -688,10 +752,85 @@ SMAX_ALWAYS_INLINE void tile_out(const scalar_of<V>* buf, index_t k, U* p, index
   }
 }
 
+/// The transposes of a dense tile: L rows of k <= L/2 classes that follow each other in memory
+/// (row stride k) are k whole vectors, and column j of the tile (lane l: element l k + j) is
+/// gathered from them by ceil(k/2) two-vector permutes, each keeping the lanes whose element its
+/// pair of vectors holds; out() is the inverse. At K = 2 on AVX-512 that is 2 permutes each way
+/// where the square transposes take 64 shuffles and 16 masked loads or stores.
+template <class V>
+struct dense_tile {
+  using T = scalar_of<V>;
+  using IV = lane_index_t<V>;
+  using I = typename vec_traits<V>::int_type;
+  static constexpr index_t L = lanes<V>;
+  index_t k = 0;
+  IV in_base;          // lane l: l k, the element of class 0 in row l
+  IV out_base[L / 2];  // lane t of row vector r (element r L + t = l k + j): j L + l
+
+  /// Whether a tile of rows with row stride ds and k classes is dense, and fits these transposes.
+  static bool fits(index_t ds, index_t k) noexcept { return ds == k && 2 * k <= L; }
+
+  void init(index_t classes) noexcept {
+    k = classes;
+    alignas(64) I b[L];
+    for (index_t l = 0; l < L; ++l) b[l] = static_cast<I>(l * k);
+    in_base = IV::load_aligned(b);
+    index_t l = 0, j = 0;
+    for (index_t r = 0; r < k; ++r) {
+      for (index_t t = 0; t < L; ++t) {
+        b[t] = static_cast<I>(j * L + l);
+        if (++j == k) j = 0, ++l;
+      }
+      out_base[r] = IV::load_aligned(b);
+    }
+  }
+
+  /// Lanes of the pairs (at(0), at(1)), (at(2), at(3)), ... by idx = base + shift - 2 L q for
+  /// pair q: the last pair whose index is not negative holds the lane's element (an odd last
+  /// vector pairs with itself; no lane reads its upper half). at(r) loads vector r where it is
+  /// (a copy into a local array of run-time length would be a call to memcpy).
+  template <class F>
+  SMAX_ALWAYS_INLINE V gather(F at, const IV& base, index_t shift) const noexcept {
+    IV idx = base + IV(static_cast<I>(shift));
+    V acc = permute2(at(0), at(1), idx);
+    for (index_t q = 2; q < k; q += 2) {
+      idx = idx - IV(static_cast<I>(2 * L));
+      const V w = permute2(at(q), at(q + 1 < k ? q + 1 : q), idx);
+      acc = select(xsimd::bool_cast(idx >= IV(I(0))), w, acc);
+    }
+    return acc;
+  }
+
+  /// The tile's rows at p (L k elements) into buf transposed: buf[j L + l] = p[l k + j].
+  template <class U>
+  SMAX_ALWAYS_INLINE void in(const U* p, T* buf) const noexcept {
+    const auto at = [p](index_t r) { return load_as<V>(p + r * L); };
+    for (index_t j = 0; j < k; ++j) detail::store(buf + j * L, gather(at, in_base, j));
+  }
+  /// The inverse of in(): p[l k + j] = buf[j L + l], L k elements stored as k whole vectors.
+  template <class U>
+  SMAX_ALWAYS_INLINE void out(const T* buf, U* p) const noexcept {
+    const auto at = [buf](index_t j) { return detail::load<V>(buf + j * L); };
+    for (index_t r = 0; r < k; ++r) store_as(p + r * L, gather(at, out_base[r], 0));
+  }
+};
+/// What a tile slot holds where there is no permute2: never dense.
+struct no_dense_tile {
+  static bool fits(index_t, index_t) noexcept { return false; }
+  void init(index_t) noexcept {}
+  template <class U, class T>
+  void in(const U*, T*) const noexcept {}
+  template <class T, class U>
+  void out(const T*, U*) const noexcept {}
+};
+template <class V>
+using dense_tile_t = std::conditional_t<has_permute2<V>(), dense_tile<V>, no_dense_tile>;
+
 /// How run() hands an array to a rows-in-lanes tile: inputs are copied in transposed, outputs are
 /// computed in the tile and copied back; per-distribution and per-class arrays pass through.
 template <class A, class V>
 struct tile_slot {
+  void init(const A&, index_t) noexcept {}
   A in(const A& a, index_t, index_t) noexcept { return a; }
   void out(index_t) noexcept {}
 };
@@ -700,9 +839,19 @@ struct tile_slot<strided<const U>, V> {
   using T = scalar_of<V>;
   static constexpr index_t L = lanes<V>;
   alignas(64) T buf[small_k_max * L];
+  dense_tile_t<V> dense;
+  bool is_dense = false;
+  void init(const strided<const U>& a, index_t k) noexcept {
+    is_dense = dense.fits(a.ds, k);
+    if (is_dense) dense.init(k);
+  }
   SMAX_ALWAYS_INLINE strided<const T> in(const strided<const U>& a, index_t k,
                                          index_t rows) noexcept {
-    tile_in<V>(a.p, a.ds, k, (rows - 1) * a.ds + k, buf);
+    if (is_dense) {
+      dense.in(a.p, buf);
+    } else {
+      tile_in<V>(a.p, a.ds, k, (rows - 1) * a.ds + k, buf);
+    }
     return {buf, 1, L};
   }
   void out(index_t) noexcept {}
@@ -712,13 +861,24 @@ struct tile_slot<strided<U>, V> {
   using T = scalar_of<V>;
   static constexpr index_t L = lanes<V>;
   alignas(64) T buf[small_k_max * L];
+  dense_tile_t<V> dense;
+  bool is_dense = false;
   strided<U> dst{nullptr, 0, 0};
+  void init(const strided<U>& a, index_t k) noexcept {
+    is_dense = a.p != nullptr && dense.fits(a.ds, k);
+    if (is_dense) dense.init(k);
+  }
   SMAX_ALWAYS_INLINE strided<T> in(const strided<U>& a, index_t, index_t) noexcept {
     dst = a;
     return {a.p == nullptr ? nullptr : buf, 1, L};
   }
   SMAX_ALWAYS_INLINE void out(index_t k) noexcept {
-    if (dst.p != nullptr) tile_out<V>(buf, k, dst.p, dst.ds);
+    if (dst.p == nullptr) return;
+    if (is_dense) {
+      dense.out(buf, dst.p);
+    } else {
+      tile_out<V>(buf, k, dst.p, dst.ds);
+    }
   }
 };
 
@@ -729,6 +889,7 @@ SMAX_FLATTEN void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slo
                             std::index_sequence<I...>, const Arrays&... arrays) {
   constexpr index_t L = lanes<V>;
   const across_group<V> g{k};
+  (std::get<I>(slots).init(arrays, k), ...);
   for (; i + L <= n; i += L) {
     op(g, std::get<I>(slots).in(arrays.at(i), k, n - i)...);
     (std::get<I>(slots).out(k), ...);
@@ -824,10 +985,7 @@ struct split_group : contiguous_group<V> {
     SMAX_OMP_BARRIER
     if (thread == 0) base::store_out(out, v);
   }
-  template <class F>
-  void each_lane(const T& v, F&& f) const {
-    if (thread == 0) f(index_t{0}, v);
-  }
+  bool records() const noexcept { return thread == 0; }
   template <class A>
   T gather(const A& a, const one_label& lab) const noexcept {
     const T v = base::gather(a, lab);
@@ -861,8 +1019,9 @@ struct split_group : contiguous_group<V> {
 
 /// Runs a kernel body over n distributions of k classes on up to `threads` threads.
 /// make_op(chunk) gives the body for one chunk of distributions (chunks are numbered from 0 in
-/// order, at most max_threads of them); returns the number of chunks. Without OpenMP, or for
-/// small problems, there is one chunk on the calling thread.
+/// order, at most max_threads of them), and is called once for every chunk, with rows or not;
+/// returns the number of chunks. Without OpenMP, or for small problems, there is one chunk on
+/// the calling thread.
 template <class Arch, class T, class MakeOp, class... Arrays>
 int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Arrays&... arrays) {
 #ifdef _OPENMP
@@ -898,7 +1057,9 @@ int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Array
       const index_t units = (n + lanes<V> - 1) / lanes<V>;
       const index_t i0 = std::min(n, units * t / nt * lanes<V>);
       const index_t i1 = std::min(n, units * (t + 1) / nt * lanes<V>);
-      if (i1 > i0) run<Arch, T>(i1 - i0, k, make_op(t), arrays.at(i0)...);
+      // make_op(t) for every chunk, rows or not: it may set up the chunk's state.
+      auto op = make_op(t);
+      if (i1 > i0) run<Arch, T>(i1 - i0, k, op, arrays.at(i0)...);
     }
     return chunks;
   }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 namespace smax::detail {
 
@@ -475,6 +476,55 @@ SMAX_ALWAYS_INLINE void transpose_square(V* r) noexcept {
     using T = scalar_of<V>;
     using A [[maybe_unused]] = typename V::arch_type;
     constexpr index_t L = lanes<V>;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+      if constexpr (sizeof(T) == 4) {
+        // Pairs of rows interleaved, then groups of four: each 128-bit block of u[4i + c] holds
+        // column 4q + c (q the block) of rows 4i .. 4i + 3. Then the blocks are gathered across
+        // registers in two rounds of shuffle_f32x4.
+        __m512 u[16];
+        for (int i = 0; i < 16; i += 4) {
+          const __m512 t0 = _mm512_unpacklo_ps(r[i], r[i + 1]);
+          const __m512 t1 = _mm512_unpackhi_ps(r[i], r[i + 1]);
+          const __m512 t2 = _mm512_unpacklo_ps(r[i + 2], r[i + 3]);
+          const __m512 t3 = _mm512_unpackhi_ps(r[i + 2], r[i + 3]);
+          u[i] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+          u[i + 1] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+          u[i + 2] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+          u[i + 3] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (int c = 0; c < 4; ++c) {
+          const __m512 s0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+          const __m512 s1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+          const __m512 s2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+          const __m512 s3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+          r[c] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+          r[4 + c] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+          r[8 + c] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+          r[12 + c] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+        }
+      } else {
+        // Pairs of rows interleaved: each 128-bit block of t[2i + c] holds column 2q + c of
+        // rows 2i, 2i + 1; then the blocks are gathered as for float.
+        __m512d t[8];
+        for (int i = 0; i < 8; i += 2) {
+          t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+          t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+        }
+        for (int c = 0; c < 2; ++c) {
+          const __m512d s0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44);
+          const __m512d s1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
+          const __m512d s2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44);
+          const __m512d s3 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xEE);
+          r[c] = _mm512_shuffle_f64x2(s0, s2, 0x88);
+          r[2 + c] = _mm512_shuffle_f64x2(s0, s2, 0xDD);
+          r[4 + c] = _mm512_shuffle_f64x2(s1, s3, 0x88);
+          r[6 + c] = _mm512_shuffle_f64x2(s1, s3, 0xDD);
+        }
+      }
+      return;
+    }
+#endif
 #if XSIMD_WITH_AVX
     if constexpr (std::is_base_of<xsimd::avx, A>::value && sizeof(T) == 4) {
       // Written out (not looped) so that the 8 rows stay in registers.
@@ -535,6 +585,118 @@ SMAX_ALWAYS_INLINE void transpose_square(V* r) noexcept {
   } else {
     (void)r;
   }
+}
+
+// ---- two-vector permutes (dense rows-in-lanes tiles)
+// ---------------------------------------------------------
+
+/// Whether V can permute the lanes of two vectors by indices known only at run time (permute2):
+/// AVX-512 (float and double) and AVX2 (float).
+template <class V>
+constexpr bool has_permute2() noexcept {
+  if constexpr (is_scalar_v<V>) {
+    return false;
+  } else {
+    using A [[maybe_unused]] = typename V::arch_type;
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, A>::value) return true;
+#endif
+#if XSIMD_WITH_AVX2
+    if constexpr (std::is_base_of<xsimd::avx2, A>::value) return sizeof(scalar_of<V>) == 4;
+#endif
+    return false;
+  }
+}
+
+/// The lane indices permute2 takes: integers of V's lane width.
+template <class V>
+using lane_index_t = xsimd::batch<typename vec_traits<V>::int_type, typename V::arch_type>;
+
+/// Lane t of the result is lane (idx[t] mod 2L) of the 2L lanes of a followed by b (only the
+/// low bits of an index are read). One instruction on AVX-512; on AVX2 one permute of each
+/// vector and a blend on bit 3 of the index.
+template <class V>
+SMAX_ALWAYS_INLINE V permute2(const V& a, const V& b, const lane_index_t<V>& idx) noexcept {
+  static_assert(has_permute2<V>(), "permute2 needs AVX-512, or AVX2 for float");
+  using A [[maybe_unused]] = typename V::arch_type;
+#if XSIMD_WITH_AVX512F
+  if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+    if constexpr (sizeof(scalar_of<V>) == 4) {
+      return _mm512_permutex2var_ps(a, idx, b);
+    } else {
+      return _mm512_permutex2var_pd(a, idx, b);
+    }
+  }
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (std::is_base_of<xsimd::avx2, A>::value) {
+    const __m256 lo = _mm256_permutevar8x32_ps(a, idx);
+    const __m256 hi = _mm256_permutevar8x32_ps(b, idx);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+  }
+#endif
+}
+
+/// Lane l of the result is p[idx[l]]: one gather instruction on AVX2 and AVX-512, lane by lane
+/// elsewhere. Every index must address a readable element.
+template <class V>
+SMAX_ALWAYS_INLINE V gather_lanes(const scalar_of<V>* p, const lane_index_t<V>& idx) noexcept {
+  using T = scalar_of<V>;
+  using A [[maybe_unused]] = typename V::arch_type;
+#if XSIMD_WITH_AVX512F
+  if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+    if constexpr (sizeof(T) == 4) {
+      return _mm512_i32gather_ps(idx, p, 4);
+    } else {
+      return _mm512_i64gather_pd(idx, p, 8);
+    }
+  }
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (std::is_base_of<xsimd::avx2, A>::value) {
+    if constexpr (sizeof(T) == 4) {
+      return _mm256_i32gather_ps(p, idx, 4);
+    } else {
+      return _mm256_i64gather_pd(p, idx, 8);
+    }
+  }
+#endif
+  using I = typename vec_traits<V>::int_type;
+  alignas(64) I ix[lanes<V>];
+  alignas(64) T buf[lanes<V>];
+  idx.store_aligned(ix);
+  for (index_t l = 0; l < lanes<V>; ++l) buf[l] = p[ix[l]];
+  return V::load_aligned(buf);
+}
+
+/// A vector of floats as two vectors of doubles (its low and high halves), exactly.
+template <class V>
+SMAX_ALWAYS_INLINE auto widen_halves(const V& v) noexcept {
+  using A [[maybe_unused]] = typename V::arch_type;
+  using D = xsimd::batch<double, A>;
+  static_assert(sizeof(scalar_of<V>) == 4 && 2 * D::size == V::size, "floats to two doubles");
+#if XSIMD_WITH_AVX512F
+  if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    return std::pair<D, D>(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(hi));
+  }
+#endif
+#if XSIMD_WITH_AVX
+  if constexpr (std::is_base_of<xsimd::avx, A>::value) {
+    return std::pair<D, D>(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                           _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  }
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
+    return std::pair<D, D>(_mm_cvtps_pd(v), _mm_cvtps_pd(_mm_movehl_ps(v, v)));
+  }
+#endif
+  alignas(64) float f[V::size];
+  alignas(64) double d[V::size];
+  v.store_aligned(f);
+  for (std::size_t l = 0; l < V::size; ++l) d[l] = static_cast<double>(f[l]);
+  return std::pair<D, D>(D::load_aligned(d), D::load_aligned(d + D::size));
 }
 
 // ---- arithmetic ---------------------------------------------------------------------------------
