@@ -44,8 +44,9 @@ const char* name(path p) {
 
 /// Where element j of distribution i lives: i * ds + j * cs, with strides chosen so that the
 /// driver takes path p: unit class stride (contiguous, rows padded by `pad`), unit distribution
-/// stride (across, columns padded by `pad`), or neither (scalar, interleaved). pad = 0: rows (columns) follow
-/// each other, as in a plain matrix (the rows-in-lanes tiles of such rows are dense).
+/// stride (across, columns padded by `pad`), or neither (scalar, interleaved). pad = 0: rows
+/// (columns) follow each other, as in a plain matrix (the rows-in-lanes tiles of such rows are
+/// dense).
 struct layout {
   Index ds, cs, extent;
   layout(path p, Index n, Index k, Index pad = 3) {

@@ -567,9 +567,8 @@ ce_totals cross_entropy_probs(index_t n, index_t k, strided<const X> x, strided<
     tots.chunks = run_threads<Arch, T>(
         n, k, threads,
         [&](int chunk) {
-          const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi,
-                                   const auto& ti, const auto& gi, const auto& ui,
-                                   const auto& li) {
+          const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi, const auto& ti,
+                                   const auto& gi, const auto& ui, const auto& li) {
             ce_prob_group<decltype(has_grad)::value, decltype(gen)::value>(g, xi, ti, gi, ui, li,
                                                                            prm, tot);
           };
@@ -627,12 +626,12 @@ ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
     tots.chunks = run_threads<Arch, T>(
         n, k, threads,
         [&](int chunk) {
-          const auto body = [&prm](
-                     chunk_sums& tot, const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
-                     const auto& gi, const auto& ui, const auto& li,
-                     const per_dist<const T>& s0, const per_dist<const T>& s1,
-                     const per_dist<const T>& s2, const per_dist<const T>& s3,
-                     const per_dist<const T>& s4, const per_dist<const T>& s5) {
+          const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi,
+                                   const per_dist<const Lbl>& yi, const auto& gi, const auto& ui,
+                                   const auto& li, const per_dist<const T>& s0,
+                                   const per_dist<const T>& s1, const per_dist<const T>& s2,
+                                   const per_dist<const T>& s3, const per_dist<const T>& s4,
+                                   const per_dist<const T>& s5) {
             using S = typename std::decay_t<decltype(g)>::state;
             const auto lab = g.load_labels(yi, prm.labels);
             if (!any_valid(lab)) {

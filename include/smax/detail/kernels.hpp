@@ -551,7 +551,8 @@ struct across_group {
       alignas(64) I ys[L];
       for (index_t l = 0; l < L; ++l) {
         // Lanes without a distribution count as ignored rows: no loss, no gradient.
-        const one_label one = l < used() ? make_label(y.p[l * y.stride], spec) : one_label{-1, false};
+        const one_label one =
+            l < used() ? make_label(y.p[l * y.stride], spec) : one_label{-1, false};
         ys[l] = static_cast<I>(one.valid ? one.y : -2);
       }
       lab.yv = IV::load_aligned(ys);
@@ -649,6 +650,7 @@ struct across_group {
       sum[l] = t;
     }
   }
+
  private:
   template <class U>
   static index_t class_step(const strided<U>& a) noexcept {
@@ -665,10 +667,6 @@ struct across_group {
   template <class U>
   static index_t lane_step(const per_class<U>&) noexcept {
     return 0;
-  }
-  template <class I>
-  static auto lab_load(const I* p) noexcept {
-    return lane_labels<V>::IV::load_unaligned(p);
   }
 };
 
