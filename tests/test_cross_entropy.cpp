@@ -30,8 +30,8 @@ std::vector<Index> batch_sizes(Index k) {
 TEMPLATE_TEST_CASE("the gradient is (softmax - onehot) / N for every K and N",
                    "[cross_entropy][gradient]", float, double) {
   using T = TestType;
-  const Index k =
-      GENERATE(values<Index>({1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 1000, 4099, 50257}));
+  const Index k = GENERATE(values<Index>(
+      {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 100, 127, 128, 129, 1000, 4099, 50257}));
   const Index n = GENERATE_COPY(from_range(batch_sizes(k)));
   const bool row_major = GENERATE(false, true);
   INFO(ce_ref::type_name<T>() << ", K = " << k << ", N = " << n
@@ -93,7 +93,7 @@ TEMPLATE_TEST_CASE("loss and gradient match the long double reference for every 
   const Mode mode = GENERATE(Mode::mean, Mode::sum, Mode::per_row);
   const bool row_major = GENERATE(false, true);
   const auto shape = GENERATE(values<std::pair<Index, Index>>(
-      {{0, 5}, {1, 1}, {7, 3}, {9, 17}, {17, 8}, {5, 1000}, {3, 4099}}));
+      {{0, 5}, {1, 1}, {7, 3}, {9, 17}, {17, 8}, {17, 100}, {5, 1000}, {3, 4099}}));
   const Index n = shape.first, k = shape.second;
   INFO(ce_ref::type_name<T>() << ", " << c.describe() << (probs ? ", probability targets" : "")
                               << ", " << ce_ref::name(mode)

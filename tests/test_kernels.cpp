@@ -104,15 +104,15 @@ strided<T> view(std::vector<T>& buf, const layout& lay) {
 
 /// K and N around the vector width of T in this build: the across path's groups of rows, the
 /// contiguous path's vectors, partial tails and 16-vector summation blocks, half a vector (the
-/// largest K of dense tiles), and 63 to 65 around the largest K that the contiguous path
-/// processes with rows in lanes.
+/// largest K of dense tiles), and around the largest K that the contiguous path processes with
+/// rows in lanes: L (backward passes), 64 (softmax, log_softmax, logsumexp), 128 (cross-entropy).
 template <class T>
 std::vector<Index> kernel_class_counts() {
   const Index l = ref::lanes<T>, h = l / 2 > 1 ? l / 2 : 2;
-  std::vector<Index> k = {0,      1,      2,      3,          h - 1,      h,          h + 1,
-                          l - 1,  l,      l + 1,  2 * l + 1,  4 * l,      4 * l + 1,  15,
-                          16,     17,     63,     64,         65,         16 * l - 1, 16 * l,
-                          16 * l + 1, 64 * l + 3, 1000};
+  std::vector<Index> k = {0,     1,          2,      3,          h - 1,      h,         h + 1,
+                          l - 1, l,          l + 1,  2 * l + 1,  4 * l,      4 * l + 1, 15,
+                          16,    17,         63,     64,         65,         127,       128,
+                          129,   16 * l - 1, 16 * l, 16 * l + 1, 64 * l + 3, 1000};
   std::sort(k.begin(), k.end());
   k.erase(std::unique(k.begin(), k.end()), k.end());
   return k;

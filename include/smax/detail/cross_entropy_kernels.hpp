@@ -541,7 +541,7 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dis
   p.stream = grad.p != nullptr && streams<vec_t<T, Arch>>(n, k, grad);
   const ce_params<T>& prm = p;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
-    tots.chunks = run_threads<Arch, T>(
+    tots.chunks = run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
         [&](int chunk) {
           const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi,
@@ -564,7 +564,7 @@ ce_totals cross_entropy_probs(index_t n, index_t k, strided<const X> x, strided<
                               const ce_params<T>& prm, int threads = 1) noexcept {
   chunk_totals tots;
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
-    tots.chunks = run_threads<Arch, T>(
+    tots.chunks = run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
         [&](int chunk) {
           const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi, const auto& ti,
@@ -588,12 +588,12 @@ void cross_entropy_shard_stats(index_t n, index_t k, strided<const X> x, per_dis
   if (n == 0) return;  // no statistics (stats may be null: no arithmetic on it)
   const strided<X> none{nullptr, x.ds, x.cs};
   with_modes(false, prm.general(), [&](auto, auto gen) {
-    run_threads<Arch, T>(
+    run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
-        every_chunk([&prm, none](
-                        const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
-                        const per_dist<T>& s0, const per_dist<T>& s1, const per_dist<T>& s2,
-                        const per_dist<T>& s3, const per_dist<T>& s4, const per_dist<T>& s5) {
+        every_chunk([&prm, none](const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
+                                 const per_dist<T>& s0, const per_dist<T>& s1,
+                                 const per_dist<T>& s2, const per_dist<T>& s3,
+                                 const per_dist<T>& s4, const per_dist<T>& s5) {
           strided<const T> src = xi;
           const auto lab = g.load_labels(yi, prm.labels);
           const auto st = ce_label_stats<false, decltype(gen)::value>(g, xi, lab, none, prm, src);
@@ -623,7 +623,7 @@ ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
     return tots.merged();
   }
   with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
-    tots.chunks = run_threads<Arch, T>(
+    tots.chunks = run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
         [&](int chunk) {
           const auto body = [&prm](chunk_sums& tot, const auto& g, const auto& xi,

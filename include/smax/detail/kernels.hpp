@@ -281,7 +281,7 @@ struct contiguous_group {
   index_t begin = 0;  // > 0 only for a slice of a distribution split across threads
 
   template <class F>
-  T reduce_max(F f) const {
+  SMAX_FLATTEN T reduce_max(F f) const {
     const V lowest(-std::numeric_limits<T>::infinity());
     V a0 = lowest, a1 = lowest, a2 = lowest, a3 = lowest;
     index_t j = begin;
@@ -301,7 +301,7 @@ struct contiguous_group {
   /// Sum of f over the distribution (f returns a vector, or sums<vector, N> for several sums),
   /// in blocks of 16 vectors summed pairwise.
   template <class F>
-  auto reduce_sum(F f) const {
+  SMAX_FLATTEN auto reduce_sum(F f) const {
     using R = decltype(f(contiguous_io<V>{0}));
     pairwise_sum<R> acc;
     constexpr index_t block = 16 * L;  // 4 independent accumulators x 4 steps
@@ -329,7 +329,7 @@ struct contiguous_group {
   }
 
   template <class F>
-  void for_each(F f) const {
+  SMAX_FLATTEN void for_each(F f) const {
     index_t j = begin;
     for (; j + L <= k; j += L) f(contiguous_io<V>{j});
     if constexpr (!is_scalar_v<V>) {
@@ -340,7 +340,7 @@ struct contiguous_group {
   /// for_each whose stores into `out` stream past the caches: a partial vector up to the first
   /// vector-aligned element of out, whole aligned vectors, a partial vector at the end.
   template <class U, class F>
-  void for_each_stream(const strided<U>& out, F f) const {
+  SMAX_FLATTEN void for_each_stream(const strided<U>& out, F f) const {
     if constexpr (is_scalar_v<V> || !std::is_same<U, T>::value) {
       for_each(f);
     } else {
@@ -702,12 +702,24 @@ path path_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
 
 /// Rows in lanes: contiguous distributions this short are processed lanes<V> at a time, transposed
 /// into a stack tile so that each vector holds one class of lanes<V> distributions, by the across
-/// group: no horizontal reductions, no partial vectors, every lane busy. Up to 64 classes: beyond,
-/// the contiguous kernels' per-row reductions cost less than the transposes (measured: softmax at
-/// K = 32 is 1.9x, cross-entropy 3.5x, through tiles; at K = 128 the contiguous kernel is faster).
-inline constexpr index_t small_k_max = 64;
+/// group: no horizontal reductions, no partial vectors, every lane busy. Whether that beats one
+/// row at a time depends on how much a kernel does per row besides its vectors, so each kernel
+/// states its kind (tile_kind) and the tiles stop near the crossover measured for it (tiles over
+/// rows, float unless said, 2^16 elements in cache, Zen 5, L = lanes):
+/// - light (the backward passes: a dot product, a multiply-add): at K = L, AVX-512 1.0x (double
+///   1.1-1.3x), AVX2 0.9-1.0x; at K = 2L, AVX-512 and AVX2 0.6-0.9x, SSE2 0.5-0.8x. Up to L.
+/// - exp (softmax, log_softmax, logsumexp): at K = 64, AVX-512 1.3-1.7x (double 0.9-1.0x), AVX2
+///   0.8-0.9x, SSE2 0.9-1.2x; at K = 17, SSE2 2.4-2.9x. Up to 64 classes.
+/// - fused (cross-entropy: labels, logs and compensated sums per row): at K = 128, AVX-512
+///   1.5-1.8x (double 1.2x), AVX2 1.0-1.2x, SSE2 0.9-1.0x. Up to small_k_max classes.
+enum class tile_kind { light, exp, fused };
+inline constexpr index_t small_k_max = 128;
+template <class V>
+constexpr index_t tile_max(tile_kind kind) noexcept {
+  return kind == tile_kind::light ? lanes<V> : kind == tile_kind::exp ? 64 : small_k_max;
+}
 
-/// Rows [0, L) of a tile of contiguous distributions (row stride ds, k <= small_k_max classes)
+/// Rows [0, L) of a tile of contiguous distributions (row stride ds, k <= Max classes)
 /// into buf transposed, buf[j * L + l] = p[l * ds + j]: one L x L block of vectors at a time,
 /// loaded (masked only where a whole vector would leave the array), transposed in registers,
 /// stored as columns. Vector stores and loads of whole columns, so the across kernel's loads are
@@ -824,19 +836,20 @@ struct no_dense_tile {
 template <class V>
 using dense_tile_t = std::conditional_t<has_permute2<V>(), dense_tile<V>, no_dense_tile>;
 
-/// How run() hands an array to a rows-in-lanes tile: inputs are copied in transposed, outputs are
-/// computed in the tile and copied back; per-distribution and per-class arrays pass through.
-template <class A, class V>
+/// How run() hands an array to a rows-in-lanes tile of up to Max classes: inputs are copied in
+/// transposed, outputs are computed in the tile and copied back; per-distribution and per-class
+/// arrays pass through.
+template <class A, class V, index_t Max>
 struct tile_slot {
   void init(const A&, index_t) noexcept {}
   A in(const A& a, index_t, index_t) noexcept { return a; }
   void out(index_t) noexcept {}
 };
-template <class U, class V>
-struct tile_slot<strided<const U>, V> {
+template <class U, class V, index_t Max>
+struct tile_slot<strided<const U>, V, Max> {
   using T = scalar_of<V>;
   static constexpr index_t L = lanes<V>;
-  alignas(64) T buf[small_k_max * L];
+  alignas(64) T buf[Max * L];
   dense_tile_t<V> dense;
   bool is_dense = false;
   void init(const strided<const U>& a, index_t k) noexcept {
@@ -854,11 +867,11 @@ struct tile_slot<strided<const U>, V> {
   }
   void out(index_t) noexcept {}
 };
-template <class U, class V>
-struct tile_slot<strided<U>, V> {
+template <class U, class V, index_t Max>
+struct tile_slot<strided<U>, V, Max> {
   using T = scalar_of<V>;
   static constexpr index_t L = lanes<V>;
-  alignas(64) T buf[small_k_max * L];
+  alignas(64) T buf[Max * L];
   dense_tile_t<V> dense;
   bool is_dense = false;
   strided<U> dst{nullptr, 0, 0};
@@ -903,16 +916,17 @@ SMAX_FLATTEN void run_across(index_t& i, index_t n, index_t k, Op& op, const Arr
 /// Runs `op(group, arrays.at(i)...)` over the n distributions of k classes: one contiguous
 /// group per distribution (or rows-in-lanes tiles when k is small), or lanes<V> neighbouring
 /// distributions per group (the remainder one at a time), or, for any other layout, one scalar
-/// at a time.
-template <class Arch, class T, class Op, class... Arrays>
+/// at a time. Kind: the kernel's tile_kind.
+template <class Arch, class T, tile_kind Kind, class Op, class... Arrays>
 inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   using V = vec_t<T, Arch>;
   const path how = path_of(n, k, arrays...);
   index_t i = 0;
   if (how == path::contiguous) {
     if constexpr (!is_scalar_v<V>) {
-      if (k > 1 && k <= small_k_max && n >= lanes<V>) {
-        std::tuple<tile_slot<Arrays, V>...> slots;
+      constexpr index_t max_k = tile_max<V>(Kind);
+      if (k > 1 && k <= max_k && n >= lanes<V>) {
+        std::tuple<tile_slot<Arrays, V, max_k>...> slots;
         run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
       }
     }
@@ -934,9 +948,9 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
 
 /// run_groups, then a fence for the streaming stores a kernel may have made (the caller's next
 /// reads, and other threads after a barrier, see them).
-template <class Arch, class T, class Op, class... Arrays>
+template <class Arch, class T, tile_kind Kind, class Op, class... Arrays>
 inline void run(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
-  run_groups<Arch, T>(n, k, op, arrays...);
+  run_groups<Arch, T, Kind>(n, k, op, arrays...);
   stream_fence();
 }
 
@@ -1019,8 +1033,8 @@ struct split_group : contiguous_group<V> {
 /// make_op(chunk) gives the body for one chunk of distributions (chunks are numbered from 0 in
 /// order, at most max_threads of them), and is called once for every chunk, with rows or not;
 /// returns the number of chunks. Without OpenMP, or for small problems, there is one chunk on
-/// the calling thread.
-template <class Arch, class T, class MakeOp, class... Arrays>
+/// the calling thread. Kind: the kernel's tile_kind.
+template <class Arch, class T, tile_kind Kind, class MakeOp, class... Arrays>
 int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Arrays&... arrays) {
 #ifdef _OPENMP
   using V = vec_t<T, Arch>;
@@ -1057,14 +1071,14 @@ int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Array
       const index_t i1 = std::min(n, units * (t + 1) / nt * lanes<V>);
       // make_op(t) for every chunk, rows or not: it may set up the chunk's state.
       auto op = make_op(t);
-      if (i1 > i0) run<Arch, T>(i1 - i0, k, op, arrays.at(i0)...);
+      if (i1 > i0) run<Arch, T, Kind>(i1 - i0, k, op, arrays.at(i0)...);
     }
     return chunks;
   }
 #else
   (void)threads;
 #endif
-  run<Arch, T>(n, k, make_op(0), arrays...);
+  run<Arch, T, Kind>(n, k, make_op(0), arrays...);
   return 1;
 }
 
@@ -1108,9 +1122,8 @@ bool streams(index_t n, index_t k, const strided<Y>& y) noexcept {
 template <class Arch = best_arch, class X, class Y>
 void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
   const bool stream = streams<vec_t<compute_t<X>, Arch>>(n, k, y);
-  run_threads<Arch, compute_t<X>>(
-      n, k, threads,
-      every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {
+  run_threads<Arch, compute_t<X>, tile_kind::exp>(
+      n, k, threads, every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {
         using G = std::decay_t<decltype(g)>;
         using T = scalar_of<typename G::state>;
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
@@ -1152,9 +1165,8 @@ void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads
 template <class Arch = best_arch, class X, class Y>
 void log_softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
   const bool stream = streams<vec_t<compute_t<X>, Arch>>(n, k, y);
-  run_threads<Arch, compute_t<X>>(
-      n, k, threads,
-      every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {
+  run_threads<Arch, compute_t<X>, tile_kind::exp>(
+      n, k, threads, every_chunk([stream](const auto& g, const auto& xi, const auto& yi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
@@ -1176,9 +1188,8 @@ void log_softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int thr
 template <class Arch = best_arch, class X, class Y>
 void logsumexp(index_t n, index_t k, strided<const X> x, per_dist<Y> out,
                int threads = 1) noexcept {
-  run_threads<Arch, compute_t<X>>(
-      n, k, threads,
-      every_chunk([](const auto& g, const auto& xi, const auto& oi) {
+  run_threads<Arch, compute_t<X>, tile_kind::exp>(
+      n, k, threads, every_chunk([](const auto& g, const auto& xi, const auto& oi) {
         const auto m = g.reduce_max([=](const auto& io) { return io.load(xi); });
         const auto shift = row_shift(m);
         const auto s =
@@ -1198,7 +1209,7 @@ void logsumexp(index_t n, index_t k, strided<const X> x, per_dist<Y> out,
 template <class Arch = best_arch, class T>
 void softmax_backward(index_t n, index_t k, strided<const T> y, strided<const T> dy, strided<T> dx,
                       int threads = 1) noexcept {
-  run_threads<Arch, T>(
+  run_threads<Arch, T, tile_kind::light>(
       n, k, threads,
       every_chunk([](const auto& g, const strided<const T>& yi, const strided<const T>& dyi,
                      const strided<T>& dxi) {
@@ -1214,40 +1225,41 @@ void softmax_backward(index_t n, index_t k, strided<const T> y, strided<const T>
 template <class Arch = best_arch, class T>
 void log_softmax_backward(index_t n, index_t k, strided<const T> logp, strided<const T> dlogp,
                           strided<T> dx, int threads = 1) noexcept {
-  run_threads<Arch, T>(n, k, threads,
-                       every_chunk([](const auto& g, const strided<const T>& li,
-                                      const strided<const T>& dli, const strided<T>& dxi) {
-                         const auto s = g.reduce_sum([=](const auto& io) { return io.load(dli); });
-                         g.for_each([=](const auto& io) {
-                           const auto lp = io.load(li);
-                           using W = std::decay_t<decltype(lp)>;
-                           // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.
-                           const W hi(sizeof(T) == 4 ? T(88) : T(709));
-                           const W l = select(lp > hi, hi, lp);
-                           // exp(logp) subnormal (or 0): its product with the sum would keep
-                           // only the subnormal's absolute accuracy, so it is formed as
-                           // (e^l 2^e)(sum 2^-e), rounded once: e = exponent(sum) + 1000 (float:
-                           // + 100), at least 0, puts sum 2^-e (scaled exactly, in two steps) in
-                           // [2^-1000, 2^-999) and e^l 2^e below 2, normal wherever the product
-                           // is not below the smallest subnormal.
-                           const W tiny(sizeof(T) == 4 ? T(-87) : T(-708));
-                           const auto sub = l < tiny;
-                           const W sv = io.splat(s);
-                           W ps = exp_nonpos(l) * sv;
-                           if (any(sub)) {  // only those lanes: e^l 2^e overflows elsewhere
-                             const W emax(sizeof(T) == 4 ? T(126) : T(1022));
-                             const W lift(sizeof(T) == 4 ? T(100) : T(1000));
-                             // exponent_of is at most bias + 1 (inf, NaN): e <= 2 emax.
-                             const W e = max(exponent_of(sv) + lift, W(T(0)));
-                             const W e1 = min(e, emax);
-                             const W lo = select(sub, l, W(T(0)));
-                             const W ms = (sv * exp2i(-e1)) * exp2i(e1 - e);
-                             ps = select(sub, exp_scaled(lo, e) * ms, ps);
-                           }
-                           io.store(dxi, io.load(dli) - ps);
-                         });
-                       }),
-                       logp, dlogp, dx);
+  run_threads<Arch, T, tile_kind::light>(
+      n, k, threads,
+      every_chunk([](const auto& g, const strided<const T>& li, const strided<const T>& dli,
+                     const strided<T>& dxi) {
+        const auto s = g.reduce_sum([=](const auto& io) { return io.load(dli); });
+        g.for_each([=](const auto& io) {
+          const auto lp = io.load(li);
+          using W = std::decay_t<decltype(lp)>;
+          // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.
+          const W hi(sizeof(T) == 4 ? T(88) : T(709));
+          const W l = select(lp > hi, hi, lp);
+          // exp(logp) subnormal (or 0): its product with the sum would keep
+          // only the subnormal's absolute accuracy, so it is formed as
+          // (e^l 2^e)(sum 2^-e), rounded once: e = exponent(sum) + 1000 (float:
+          // + 100), at least 0, puts sum 2^-e (scaled exactly, in two steps) in
+          // [2^-1000, 2^-999) and e^l 2^e below 2, normal wherever the product
+          // is not below the smallest subnormal.
+          const W tiny(sizeof(T) == 4 ? T(-87) : T(-708));
+          const auto sub = l < tiny;
+          const W sv = io.splat(s);
+          W ps = exp_nonpos(l) * sv;
+          if (any(sub)) {  // only those lanes: e^l 2^e overflows elsewhere
+            const W emax(sizeof(T) == 4 ? T(126) : T(1022));
+            const W lift(sizeof(T) == 4 ? T(100) : T(1000));
+            // exponent_of is at most bias + 1 (inf, NaN): e <= 2 emax.
+            const W e = max(exponent_of(sv) + lift, W(T(0)));
+            const W e1 = min(e, emax);
+            const W lo = select(sub, l, W(T(0)));
+            const W ms = (sv * exp2i(-e1)) * exp2i(e1 - e);
+            ps = select(sub, exp_scaled(lo, e) * ms, ps);
+          }
+          io.store(dxi, io.load(dli) - ps);
+        });
+      }),
+      logp, dlogp, dx);
 }
 
 }  // namespace smax::detail
