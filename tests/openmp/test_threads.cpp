@@ -90,11 +90,12 @@ TEMPLATE_TEST_CASE("every function gives the one-thread result on 1, 2 and 3 thr
                    "[threads]", float, double) {
   using T = TestType;
   // (N, K): many rows (chunks of rows per thread); a single long row and a few long rows (each
-  // row split across the threads); small problems that stay on one thread; short rows in tiles.
+  // row split across the threads); fewer long rows than a vector, but enough to go round (whole
+  // rows per thread); small problems that stay on one thread; short rows in tiles.
   const auto shape = GENERATE(std::make_pair(Index(1), Index(262144)), std::make_pair(2, 100003),
-                              std::make_pair(3, 50257), std::make_pair(700, 300),
-                              std::make_pair(4096, 7), std::make_pair(33, 40),
-                              std::make_pair(1, 16384 + 5));
+                              std::make_pair(3, 50257), std::make_pair(5, 20000),
+                              std::make_pair(700, 300), std::make_pair(4096, 7),
+                              std::make_pair(33, 40), std::make_pair(1, 16384 + 5));
   const Index n = shape.first, k = shape.second;
   const bool row_major = GENERATE(true, false);
   INFO((sizeof(T) == 4 ? "float" : "double") << ", N = " << n << ", K = " << k

@@ -1043,7 +1043,8 @@ int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Array
   if (work / thread_grain < want) want = work / thread_grain;
   if (want > 1) {
     const int team = static_cast<int>(want);
-    if (n < 2 * want && k >= split_min_k && path_of(n, k, arrays...) == path::contiguous) {
+    const path how = path_of(n, k, arrays...);
+    if (n < 2 * want && k >= split_min_k && how == path::contiguous) {
       thread_slots slots;
       const auto op = make_op(0);
 #pragma omp parallel num_threads(team)
@@ -1065,10 +1066,15 @@ int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Array
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
 #pragma omp single
       chunks = nt;
-      // Chunks of whole vectors of distributions (tiles and across groups stay full).
-      const index_t units = (n + lanes<V> - 1) / lanes<V>;
-      const index_t i0 = std::min(n, units * t / nt * lanes<V>);
-      const index_t i1 = std::min(n, units * (t + 1) / nt * lanes<V>);
+      // Chunks of whole vectors of distributions where a group holds a vector of them (tiles,
+      // across groups), so that groups stay full; else of rows: 4 rows of 262 144 go 2 and 2
+      // (in vectors of 16 rows, all 4 would go to one thread).
+      const bool grouped =
+          how == path::across || (how == path::contiguous && k <= tile_max<V>(Kind));
+      const index_t unit = grouped ? lanes<V> : 1;
+      const index_t units = (n + unit - 1) / unit;
+      const index_t i0 = std::min(n, units * t / nt * unit);
+      const index_t i1 = std::min(n, units * (t + 1) / nt * unit);
       // make_op(t) for every chunk, rows or not: it may set up the chunk's state.
       auto op = make_op(t);
       if (i1 > i0) run<Arch, T, Kind>(i1 - i0, k, op, arrays.at(i0)...);
