@@ -105,7 +105,8 @@ strided<T> view(std::vector<T>& buf, const layout& lay) {
 /// K and N around the vector width of T in this build: the across path's groups of rows, the
 /// contiguous path's vectors, partial tails and 16-vector summation blocks, half a vector (the
 /// largest K of dense tiles), and around the largest K that the contiguous path processes with
-/// rows in lanes: L (backward passes), 64 (softmax, log_softmax, logsumexp), 128 (cross-entropy).
+/// rows in lanes: L (backward passes) and 64 (softmax, log_softmax, logsumexp). 127-129, around
+/// cross-entropy's limit (its tiles are tested in test_cross_entropy), are rows here.
 template <class T>
 std::vector<Index> kernel_class_counts() {
   const Index l = ref::lanes<T>, h = l / 2 > 1 ? l / 2 : 2;

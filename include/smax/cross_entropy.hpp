@@ -315,17 +315,18 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   prm.grad_z = mean ? static_cast<T>(1.0 / static_cast<double>(valid_rows)) : T(1);
 
   ce_totals tot;
+  constexpr bool has_grad = !std::is_same<G, std::nullptr_t>::value;
   if constexpr (labels) {
     using Lbl = std::remove_const_t<scalar_t<Y>>;
     const per_dist<const Lbl> yv = vector_view(target);
-    tot = cross_entropy_labels<best_arch>(n, k, x, yv, g, up, lv, prm, thread_count());
+    tot = cross_entropy_labels<has_grad, best_arch>(n, k, x, yv, g, up, lv, prm, thread_count());
   } else {
     strided<const X> t = tv;
     if (path_of(n, k, x, t) != path_of(n, k, x)) {
       target_tmp = target;
       t = dist_view(std::as_const(target_tmp), true);
     }
-    tot = cross_entropy_probs<best_arch>(n, k, x, t, g, up, lv, prm, thread_count());
+    tot = cross_entropy_probs<has_grad, best_arch>(n, k, x, t, g, up, lv, prm, thread_count());
   }
   if constexpr (!std::is_same<G, std::nullptr_t>::value) {
     if (copy_grad) *grad = grad_tmp;
@@ -391,7 +392,8 @@ struct shard_job {
     strided<T> g{nullptr, x.ds, x.cs};
     using Plain = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     Plain grad_tmp;
-    if (grad != nullptr) {
+    constexpr bool has_grad = !std::is_same<G, std::nullptr_t>::value;  // else the loss only
+    if constexpr (has_grad) {
       if (!fits_output(*grad, n, k)) require_writable_shape(fn, "grad", *grad, n, k);
       fit_output(*grad, n, k);
       g = dist_view(*grad, true);
@@ -418,10 +420,12 @@ struct shard_job {
     prm.grad_ce = mean ? static_cast<T>(1.0 / weight_of_valid) : T(1);
     prm.grad_z = mean ? static_cast<T>(1.0 / static_cast<double>(valid_rows)) : T(1);
     using Lbl = std::remove_const_t<scalar_t<Y>>;
-    const ce_totals tot = cross_entropy_shard_finish<best_arch>(
+    const ce_totals tot = cross_entropy_shard_finish<has_grad, best_arch>(
         n, k, x, per_dist<const Lbl>(vector_view(labels)), merged.data(), g,
         per_dist<const T>{nullptr, 0}, per_dist<T>{nullptr, 0}, prm, thread_count());
-    if (grad != nullptr && grad_tmp.size() != 0) *grad = grad_tmp;
+    if constexpr (has_grad) {
+      if (grad_tmp.size() != 0) *grad = grad_tmp;
+    }
     return reduce_loss(tot, mean, weight_of_valid, valid_rows, opt.z_loss);
   }
 };
@@ -611,7 +615,7 @@ detail::scalar_t<S> cross_entropy_from_stats(const Eigen::DenseBase<Y>& labels, 
   const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> none(merged.rows(), 0);
   const auto setup = detail::shard_setup(fn, none, labels.derived(), 0, vocab, options);
   return static_cast<T>(
-      setup.run_finish(fn, merged.derived(), static_cast<Eigen::Matrix<T, -1, -1>*>(nullptr)));
+      setup.run_finish(fn, merged.derived(), static_cast<std::nullptr_t*>(nullptr)));
 }
 
 }  // namespace smax

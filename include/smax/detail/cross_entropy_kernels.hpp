@@ -467,18 +467,14 @@ void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>
   }
 }
 
-template <class F>
-void with_modes(bool has_grad, bool general, F&& f) {
-  if (has_grad) {
-    if (general) {
-      f(std::true_type{}, std::true_type{});
-    } else {
-      f(std::true_type{}, std::false_type{});
-    }
-  } else if (general) {
-    f(std::false_type{}, std::true_type{});
+/// f(has_grad, general) as std::bool_constant: the kernel body for this call. HasGrad comes from
+/// the caller's types, so that each call instantiates only the bodies it can run.
+template <bool HasGrad, class F>
+void with_modes(bool general, F&& f) {
+  if (general) {
+    f(std::bool_constant<HasGrad>{}, std::true_type{});
   } else {
-    f(std::false_type{}, std::false_type{});
+    f(std::bool_constant<HasGrad>{}, std::false_type{});
   }
 }
 
@@ -532,7 +528,8 @@ bool scan_labels(per_dist<const Lbl> y, index_t n, index_t k, std::int64_t ignor
 /// grad.p == nullptr: loss only (grad must then carry x's strides); upstream.p == nullptr: a
 /// per-row upstream gradient of 1; losses.p == nullptr: no per-row losses. Labels are assumed
 /// validated (in [0, k) or equal to prm.ignore). grad may be x itself (in place).
-template <class Arch = best_arch, class X, class Lbl, class T>
+/// HasGrad == (grad.p != nullptr).
+template <bool HasGrad, class Arch = best_arch, class X, class Lbl, class T>
 ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dist<const Lbl> y,
                                strided<X> grad, per_dist<const T> upstream, per_dist<T> losses,
                                const ce_params<T>& prm_in, int threads = 1) noexcept {
@@ -540,7 +537,7 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dis
   ce_params<T> p = prm_in;
   p.stream = grad.p != nullptr && streams<vec_t<T, Arch>>(n, k, grad);
   const ce_params<T>& prm = p;
-  with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
+  with_modes<HasGrad>(prm.general(), [&](auto has_grad, auto gen) {
     tots.chunks = run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
         [&](int chunk) {
@@ -558,12 +555,12 @@ ce_totals cross_entropy_labels(index_t n, index_t k, strided<const X> x, per_dis
 }
 
 /// Fused cross-entropy with probability targets t of x's shape; arguments as above.
-template <class Arch = best_arch, class X, class T>
+template <bool HasGrad, class Arch = best_arch, class X, class T>
 ce_totals cross_entropy_probs(index_t n, index_t k, strided<const X> x, strided<const X> t,
                               strided<X> grad, per_dist<const T> upstream, per_dist<T> losses,
                               const ce_params<T>& prm, int threads = 1) noexcept {
   chunk_totals tots;
-  with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
+  with_modes<HasGrad>(prm.general(), [&](auto has_grad, auto gen) {
     tots.chunks = run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
         [&](int chunk) {
@@ -587,7 +584,7 @@ void cross_entropy_shard_stats(index_t n, index_t k, strided<const X> x, per_dis
                                T* stats, const ce_params<T>& prm, int threads = 1) noexcept {
   if (n == 0) return;  // no statistics (stats may be null: no arithmetic on it)
   const strided<X> none{nullptr, x.ds, x.cs};
-  with_modes(false, prm.general(), [&](auto, auto gen) {
+  with_modes<false>(prm.general(), [&](auto, auto gen) {
     run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
         every_chunk([&prm, none](const auto& g, const auto& xi, const per_dist<const Lbl>& yi,
@@ -611,8 +608,9 @@ void cross_entropy_shard_stats(index_t n, index_t k, strided<const X> x, per_dis
 }
 
 /// Vocabulary-parallel, step 3: given the statistics merged over every shard, this shard's
-/// gradient (grad.p may be null: loss only, and then k may be 0) and the loss totals.
-template <class Arch = best_arch, class X, class Lbl, class T>
+/// gradient (HasGrad false: grad.p is null, the loss only, and then k may be 0) and the loss
+/// totals.
+template <bool HasGrad, class Arch = best_arch, class X, class Lbl, class T>
 ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
                                      per_dist<const Lbl> y, const T* stats, strided<X> grad,
                                      per_dist<const T> upstream, per_dist<T> losses,
@@ -622,7 +620,7 @@ ce_totals cross_entropy_shard_finish(index_t n, index_t k, strided<const X> x,
     tots.set(0, ce_totals{});
     return tots.merged();
   }
-  with_modes(grad.p != nullptr, prm.general(), [&](auto has_grad, auto gen) {
+  with_modes<HasGrad>(prm.general(), [&](auto has_grad, auto gen) {
     tots.chunks = run_threads<Arch, T, tile_kind::fused>(
         n, k, threads,
         [&](int chunk) {

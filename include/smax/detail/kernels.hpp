@@ -711,12 +711,19 @@ path path_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
 /// - exp (softmax, log_softmax, logsumexp): at K = 64, AVX-512 1.3-1.7x (double 0.9-1.0x), AVX2
 ///   0.8-0.9x, SSE2 0.9-1.2x; at K = 17, SSE2 2.4-2.9x. Up to 64 classes.
 /// - fused (cross-entropy: labels, logs and compensated sums per row): at K = 128, AVX-512
-///   1.5-1.8x (double 1.2x), AVX2 1.0-1.2x, SSE2 0.9-1.0x. Up to small_k_max classes.
+///   1.5-1.8x (double 1.2x), AVX2 1.0-1.2x, SSE2 0.9-1.0x. Up to 128 classes.
 enum class tile_kind { light, exp, fused };
-inline constexpr index_t small_k_max = 128;
 template <class V>
 constexpr index_t tile_max(tile_kind kind) noexcept {
-  return kind == tile_kind::light ? lanes<V> : kind == tile_kind::exp ? 64 : small_k_max;
+  return kind == tile_kind::light ? lanes<V> : kind == tile_kind::exp ? 64 : 128;
+}
+
+/// Whether contiguous distributions of k classes go through tiles (given a vector of them):
+/// the one decision run_groups (tiles or rows) and run_threads (chunks of vectors or of rows)
+/// share.
+template <class V, tile_kind Kind>
+constexpr bool tiled(index_t k) noexcept {
+  return !is_scalar_v<V> && k > 1 && k <= tile_max<V>(Kind);
 }
 
 /// Rows [0, L) of a tile of contiguous distributions (row stride ds, k <= Max classes)
@@ -924,9 +931,8 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   index_t i = 0;
   if (how == path::contiguous) {
     if constexpr (!is_scalar_v<V>) {
-      constexpr index_t max_k = tile_max<V>(Kind);
-      if (k > 1 && k <= max_k && n >= lanes<V>) {
-        std::tuple<tile_slot<Arrays, V, max_k>...> slots;
+      if (tiled<V, Kind>(k) && n >= lanes<V>) {
+        std::tuple<tile_slot<Arrays, V, tile_max<V>(Kind)>...> slots;
         run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
       }
     }
@@ -1069,8 +1075,7 @@ int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Array
       // Chunks of whole vectors of distributions where a group holds a vector of them (tiles,
       // across groups), so that groups stay full; else of rows: 4 rows of 262 144 go 2 and 2
       // (in vectors of 16 rows, all 4 would go to one thread).
-      const bool grouped =
-          how == path::across || (how == path::contiguous && k <= tile_max<V>(Kind));
+      const bool grouped = how == path::across || (how == path::contiguous && tiled<V, Kind>(k));
       const index_t unit = grouped ? lanes<V> : 1;
       const index_t units = (n + unit - 1) / unit;
       const index_t i0 = std::min(n, units * t / nt * unit);
@@ -1242,11 +1247,10 @@ void log_softmax_backward(index_t n, index_t k, strided<const T> logp, strided<c
           // Beyond 88 (float) / 709 (double) exp overflows; the select keeps NaN.
           const W hi(sizeof(T) == 4 ? T(88) : T(709));
           const W l = select(lp > hi, hi, lp);
-          // exp(logp) subnormal (or 0): its product with the sum would keep
-          // only the subnormal's absolute accuracy, so it is formed as
-          // (e^l 2^e)(sum 2^-e), rounded once: e = exponent(sum) + 1000 (float:
-          // + 100), at least 0, puts sum 2^-e (scaled exactly, in two steps) in
-          // [2^-1000, 2^-999) and e^l 2^e below 2, normal wherever the product
+          // exp(logp) subnormal (or 0): its product with the sum would keep only the
+          // subnormal's absolute accuracy, so it is formed as (e^l 2^e)(sum 2^-e), rounded once:
+          // e = exponent(sum) + 1000 (float: + 100), at least 0, puts sum 2^-e (scaled exactly,
+          // in two steps) in [2^-1000, 2^-999) and e^l 2^e below 2, normal wherever the product
           // is not below the smallest subnormal.
           const W tiny(sizeof(T) == 4 ? T(-87) : T(-708));
           const auto sub = l < tiny;
