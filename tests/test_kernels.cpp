@@ -205,6 +205,102 @@ TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar
   }
 }
 
+/// K for n interleaved distributions (a vector every w = floor(L / n) * n elements): a few
+/// classes, one element either side of whole vectors and of the 16-vector summation blocks,
+/// several blocks, a long row.
+std::vector<Index> interleaved_class_counts(Index l, Index n) {
+  const Index per_vector = l / n;  // classes per vector
+  std::vector<Index> k = {1,
+                          2,
+                          3,
+                          per_vector,
+                          per_vector + 1,
+                          2 * per_vector + 1,
+                          16 * per_vector,
+                          16 * per_vector + 1,
+                          17 * per_vector - 1,
+                          64 * per_vector + 3,
+                          1000};
+  std::sort(k.begin(), k.end());
+  k.erase(std::unique(k.begin(), k.end()), k.end());
+  return k;
+}
+
+TEMPLATE_TEST_CASE("fewer distributions than lanes, interleaved in memory (every such batch)",
+                   "[kernels]", float, double) {
+  // n x k column-major with class stride n and 1 < n < L: the driver reads it as one array, lane
+  // l of each vector holding distribution l mod n (interleaved_group); n = L takes the across
+  // group. Out of place and in place, against the reference; nothing past the n x k elements
+  // is written.
+  using T = TestType;
+  namespace d = smax::detail;
+  using Arch = d::best_arch;
+  const Index l = ref::lanes<T>;
+  std::vector<Index> batches;
+  for (Index n = 2; n <= l; ++n) batches.push_back(n);
+  const Index n = GENERATE_COPY(from_range(batches));
+  const Index k = GENERATE_COPY(from_range(interleaved_class_counts(l, n)));
+  // offset -1e4: a max taken over lanes that hold no element (0) would make every exp 0.
+  const ref::scenario s =
+      GENERATE(ref::scenario::standard, ref::scenario::offset_down, ref::scenario::mixed);
+  INFO(Arch::name() << ", " << ref::type_name<T>() << ", K = " << k << ", N = " << n
+                    << ", inputs: " << ref::name(s));
+  const layout lay(path::across, n, k, 0);
+  REQUIRE(lay.cs == n);
+  const T fill = T(-4321);
+  const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
+  const ref::LMat xl = ref::to_ld(x);
+  const std::vector<T> xb = place(x, lay, fill);
+  std::vector<T> yb(xb.size(), fill);
+
+  d::softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
+  REF_CHECK(ref::check_softmax<T>(xl, gather(yb, lay, n, k)));
+  CHECK(untouched_outside(yb, lay, n, k, fill));
+  std::fill(yb.begin(), yb.end(), fill);
+  d::log_softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
+  REF_CHECK(ref::check_log_softmax<T>(xl, gather(yb, lay, n, k)));
+  CHECK(untouched_outside(yb, lay, n, k, fill));
+
+  std::vector<T> a = xb;  // in place: vectors overlap their successor's first lanes
+  d::softmax<Arch>(n, k, view(std::as_const(a), lay), view(a, lay));
+  REF_CHECK(ref::check_softmax<T>(xl, gather(a, lay, n, k)));
+  CHECK(untouched_outside(a, lay, n, k, fill));
+  a = xb;
+  d::log_softmax<Arch>(n, k, view(std::as_const(a), lay), view(a, lay));
+  REF_CHECK(ref::check_log_softmax<T>(xl, gather(a, lay, n, k)));
+
+  for (const Index stride : {Index{1}, Index{2}}) {
+    std::vector<T> out(static_cast<std::size_t>(n * stride + 2), fill);
+    d::logsumexp<Arch>(n, k, view(xb, lay), per_dist<T>{out.data(), stride});
+    ref::LMat got(n, 1);
+    for (Index i = 0; i < n; ++i) got(i, 0) = out[static_cast<std::size_t>(i * stride)];
+    REF_CHECK(ref::check_logsumexp<T>(xl, got));
+    for (std::size_t e = 0; e < out.size(); ++e)
+      if (static_cast<Index>(e) >= n * stride || static_cast<Index>(e) % stride != 0)
+        CHECK(out[e] == fill);
+  }
+
+  const auto in = ref::make_backward_inputs<T>(s, n, k, ref::seed_of(9, n, k, sizeof(T)));
+  const std::vector<T> y = place(in.y, lay, fill), dy = place(in.dy, lay, fill),
+                       lp = place(in.logp, lay, fill), dlp = place(in.dlogp, lay, fill);
+  const ref::LMat yl = ref::to_ld(in.y), dyl = ref::to_ld(in.dy);
+  const ref::LMat lpl = ref::to_ld(in.logp), dlpl = ref::to_ld(in.dlogp);
+  std::fill(yb.begin(), yb.end(), fill);
+  d::softmax_backward<Arch>(n, k, view(y, lay), view(dy, lay), view(yb, lay));
+  REF_CHECK(ref::check_softmax_backward<T>(yl, dyl, gather(yb, lay, n, k)));
+  CHECK(untouched_outside(yb, lay, n, k, fill));
+  std::fill(yb.begin(), yb.end(), fill);
+  d::log_softmax_backward<Arch>(n, k, view(lp, lay), view(dlp, lay), view(yb, lay));
+  REF_CHECK(ref::check_log_softmax_backward<T>(lpl, dlpl, gather(yb, lay, n, k)));
+  CHECK(untouched_outside(yb, lay, n, k, fill));
+  a = dy;  // dx over dy
+  d::softmax_backward<Arch>(n, k, view(y, lay), view(std::as_const(a), lay), view(a, lay));
+  REF_CHECK(ref::check_softmax_backward<T>(yl, dyl, gather(a, lay, n, k)));
+  a = lp;  // dx over logp
+  d::log_softmax_backward<Arch>(n, k, view(std::as_const(a), lay), view(dlp, lay), view(a, lay));
+  REF_CHECK(ref::check_log_softmax_backward<T>(lpl, dlpl, gather(a, lay, n, k)));
+}
+
 TEMPLATE_TEST_CASE("the scalar fallback and the SIMD kernels agree closely", "[kernels]", float,
                    double) {
   // Both are checked against the reference above; here, on a long row and a batch of short

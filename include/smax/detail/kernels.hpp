@@ -1,9 +1,10 @@
 // Kernels over raw pointers. A kernel is written once, as a function of a "group": one
 // distribution laid out contiguously (processed with vectors along it), or one vector's worth of
 // distributions that lie side by side in memory (a column-major N x K normalized per row:
-// vectorized across the distributions, with running max and sum in registers and no gather).
-// The group supplies the loops (reductions with several accumulators and pairwise blocking,
-// elementwise maps); the kernel supplies what happens to one vector of elements.
+// vectorized across the distributions, with running max and sum in registers and no gather), or
+// fewer distributions than a vector holds, interleaved in one array (lane l of each vector holds
+// distribution l mod n). The group supplies the loops (reductions with several accumulators and
+// pairwise blocking, elementwise maps); the kernel supplies what happens to one vector of elements.
 #pragma once
 
 #include "smax/detail/exp.hpp"
@@ -670,6 +671,144 @@ struct across_group {
   }
 };
 
+// ---- a few distributions interleaved in memory
+// ---------------------------------------------------
+
+/// The vector at element offset `at` of an interleaved group; Last: the group's last vector,
+/// of which only `cnt` elements exist. Stores write the `cnt` elements this vector owns.
+template <class V, bool Last = false>
+struct interleaved_io {
+  index_t at;
+  index_t cnt;  // the elements this vector owns: the group's step w, or fewer in the last vector
+  template <class U>
+  V load(const strided<U>& a) const noexcept {
+    if constexpr (Last) {
+      if (cnt < lanes<V>) return load_partial_as<V>(a.p + at, cnt);
+    }
+    return load_as<V>(a.p + at);
+  }
+  template <class U>
+  void store(const strided<U>& a, const V& v) const noexcept {
+    if (cnt < lanes<V>) {
+      store_partial_as(a.p + at, v, cnt);
+    } else {
+      store_as(a.p + at, v);
+    }
+  }
+  V splat(const V& s) const noexcept { return s; }
+};
+
+/// 1 < n < lanes distributions interleaved: an n x k column-major block whose class stride is n
+/// (element j of distribution i at p[j * n + i]), normalized per row. Its n * k elements are
+/// read as one array, a vector every w = floor(L / n) * n elements, so that lane l of every
+/// vector holds distribution l mod n; lanes w..L-1 overlap the next vector and are left out of
+/// every reduction and store. The state is one value per lane, lane l holding distribution
+/// (l mod n)'s: reductions accumulate lane by lane, then fold the lanes of each distribution
+/// and spread the result over its lanes again. Every lane busy where n divides L (across groups
+/// of n rows use n of the L lanes); at least half of them otherwise.
+template <class V>
+struct interleaved_group {
+  using T = scalar_of<V>;
+  using state = V;
+  static constexpr index_t L = lanes<V>;
+  static constexpr bool rows_contiguous = false;
+  static constexpr index_t begin = 0;
+  index_t k;     // classes (> 0)
+  index_t n;     // distributions, 1 < n < L
+  index_t w;     // elements per vector: floor(L / n) * n
+  index_t full;  // vectors before the last one: ceil(n * k / w) - 1
+  index_t last;  // elements of the last vector: a multiple of n, at most w
+
+  interleaved_group(index_t k_, index_t n_) noexcept
+      : k(k_), n(n_), w(L / n_ * n_), full((n_ * k_ + w - 1) / w - 1), last(n_ * k_ - full * w) {}
+
+  interleaved_io<V> io(index_t t) const noexcept { return {t * w, w}; }
+  interleaved_io<V, true> last_io() const noexcept { return {full * w, last}; }
+
+  template <class F>
+  SMAX_FLATTEN V reduce_max(F f) const {
+    const V lowest(-std::numeric_limits<T>::infinity());
+    V a0 = lowest, a1 = lowest, a2 = lowest, a3 = lowest;
+    index_t t = 0;
+    for (; t + 4 <= full; t += 4) {
+      a0 = max(a0, f(io(t)));
+      a1 = max(a1, f(io(t + 1)));
+      a2 = max(a2, f(io(t + 2)));
+      a3 = max(a3, f(io(t + 3)));
+    }
+    for (; t < full; ++t) a0 = max(a0, f(io(t)));
+    a1 = max(a1, select(tail_mask<V>(last), f(last_io()), lowest));
+    return fold(max(max(a0, a1), max(a2, a3)), [](T a, T b) { return detail::max(a, b); });
+  }
+
+  /// In blocks of 16 vectors summed pairwise, as a contiguous distribution's.
+  template <class F>
+  SMAX_FLATTEN auto reduce_sum(F f) const {
+    using R = decltype(f(io(0)));
+    pairwise_sum<R> acc;
+    constexpr index_t block = 16;
+    index_t t = 0;
+    for (; t + block <= full; t += block) {
+      R a0 = f(io(t)), a1 = f(io(t + 1)), a2 = f(io(t + 2)), a3 = f(io(t + 3));
+      for (index_t tt = t + 4; tt < t + block; tt += 4) {
+        a0 = a0 + f(io(tt));
+        a1 = a1 + f(io(tt + 1));
+        a2 = a2 + f(io(tt + 2));
+        a3 = a3 + f(io(tt + 3));
+      }
+      acc.add((a0 + a1) + (a2 + a3));
+    }
+    R a = zero<R>();
+    for (; t < full; ++t) a = a + f(io(t));
+    acc.add(a + zero_unless(tail_mask<V>(last), f(last_io())));
+    return fold_sums(acc.total());
+  }
+
+  template <class F>
+  SMAX_FLATTEN void for_each(F f) const {
+    for (index_t t = 0; t < full; ++t) f(io(t));
+    f(last_io());
+  }
+  template <class U, class F>
+  void for_each_stream(const strided<U>&, F f) const {
+    for_each(f);
+  }
+
+  template <class U>
+  void store_out(const per_dist<U>& out, const V& v) const noexcept {
+    alignas(64) T buf[L];
+    detail::store(buf, v);
+    for (index_t l = 0; l < n; ++l) out.p[l * out.stride] = narrow_to<U>(buf[l]);
+  }
+  template <class U>
+  V load_out(const per_dist<U>& in) const noexcept {
+    alignas(64) T buf[L];
+    for (index_t l = 0; l < L; ++l) buf[l] = widen<T>(in.p[l % n * in.stride]);
+    return detail::load<V>(buf);
+  }
+
+ private:
+  /// Lane l of the result: op over the lanes l' < w with l' = l (mod n) of v.
+  template <class Op>
+  V fold(const V& v, Op op) const noexcept {
+    alignas(64) T buf[L];
+    detail::store(buf, v);
+    for (index_t r = 0; r < n; ++r)
+      for (index_t l = r + n; l < w; l += n) buf[r] = op(buf[r], buf[l]);
+    for (index_t l = n; l < L; ++l) buf[l] = buf[l - n];
+    return detail::load<V>(buf);
+  }
+  V fold_sums(const V& v) const noexcept {
+    return fold(v, [](T a, T b) { return a + b; });
+  }
+  template <int N>
+  sums<V, N> fold_sums(const sums<V, N>& v) const noexcept {
+    sums<V, N> r;
+    for (int i = 0; i < N; ++i) r.v[i] = fold_sums(v.v[i]);
+    return r;
+  }
+};
+
 // ---- the driver ---------------------------------------------------------------------------------
 
 template <class U>
@@ -686,6 +825,16 @@ constexpr bool unit_dist_stride(const strided<U>& a, index_t n, index_t) noexcep
 }
 template <class U>
 constexpr bool unit_dist_stride(const per_dist<U>&, index_t, index_t) noexcept {
+  return true;
+}
+
+/// Whether an array fits an interleaved group of n distributions (class stride n).
+template <class U>
+constexpr bool interleaved_layout(const strided<U>& a, index_t n) noexcept {
+  return a.ds == 1 && a.cs == n;
+}
+template <class U>
+constexpr bool interleaved_layout(const per_dist<U>&, index_t) noexcept {
   return true;
 }
 
@@ -941,6 +1090,14 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
     return;
   }
   if (how == path::across) {
+    if constexpr (!is_scalar_v<V> && Kind != tile_kind::fused) {
+      // Fewer distributions than lanes, packed: in interleaved vectors (the fused cross-entropy
+      // takes the partial across group; it reads labels and class weights lane by lane).
+      if (n > 1 && n < lanes<V> && k > 0 && (interleaved_layout(arrays, n) && ...)) {
+        op(interleaved_group<V>(k, n), arrays...);
+        return;
+      }
+    }
     run_across<V>(i, n, k, op, arrays...);
     if constexpr (!is_scalar_v<V>) {
       // The last n mod lanes distributions (all of them when n < lanes) in one partial vector.
