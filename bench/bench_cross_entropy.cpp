@@ -1,7 +1,8 @@
 // The fused cross-entropy sweep: smax::cross_entropy with class-index labels, forward only (the
 // loss) and forward+backward (the loss and the gradient, mean reduction), against what a training
 // loop would otherwise do in Eigen: a hand-written row loop, and the textbook whole-matrix
-// composition (log_softmax, gather, then softmax - onehot).
+// composition (log_softmax, gather, then softmax - onehot); and what PyTorch's F.cross_entropy
+// runs on a CPU tensor, when the build found libtorch.
 //
 // BM_<op>_<impl>_<layout>: op is ce_fwd or ce_fwdbwd. Every implementation writes the gradient into
 // a preallocated matrix of the logits' layout, single-threaded. Bytes per element are the
@@ -9,6 +10,10 @@
 #include "common.hpp"
 
 #include <smax/smax.hpp>
+
+#ifdef SMAX_BENCH_HAVE_TORCH
+#include "torch_peer.hpp"
+#endif
 
 #include <cmath>
 #include <string>
@@ -150,6 +155,24 @@ void BM_eigen_expr(benchmark::State& st) {
       [&] { return check(op, s, loss, g); });
 }
 
+#ifdef SMAX_BENCH_HAVE_TORCH
+/// PyTorch: what F.cross_entropy(x, y) runs (log_softmax, nll_loss) and, for fwdbwd, what its
+/// backward runs (nll_loss_backward, log_softmax_backward), into tensors allocated outside the
+/// timed loop.
+template <Op op>
+void BM_torch(benchmark::State& st) {
+  const Shape s = shape_of(st);
+  const auto x = logits<RowMat>(s);
+  const Eigen::VectorXi y = labels(s);
+  RowMat g(s.n, s.k);
+  torch_peer::call run(op == Op::fwd ? torch_peer::op::ce_fwd : torch_peer::op::ce_fwdbwd, s.n, s.k,
+                       true, x.data(), nullptr, g.data(), y.data());
+  measure(
+      st, {s, name(op), "torch", "row", bytes_per_element(op)}, g, [&] { run(); },
+      [&] { return check(op, s, run.loss(), g); });
+}
+#endif
+
 // ---- registration -------------------------------------------------------------------------------
 
 template <Op op>
@@ -162,6 +185,9 @@ void register_op() {
   add("smax_col", BM_smax<op, Eigen::ColMajor>);
   add("eigen_loop_row", BM_eigen_loop<op>);
   add("eigen_expr_row", BM_eigen_expr<op>);
+#ifdef SMAX_BENCH_HAVE_TORCH
+  add("torch_row", BM_torch<op>);
+#endif
 }
 
 [[maybe_unused]] const bool registered = [] {

@@ -1,5 +1,6 @@
 // The softmax sweep: smax's softmax and log_softmax against what an Eigen user would write
-// otherwise (a loop over rows; one whole-matrix expression) and against oneDNN's primitive, over
+// otherwise (a loop over rows; one whole-matrix expression) and against oneDNN's primitive and
+// PyTorch's operator (each when the build found it), over
 // K = 2 .. 262144 classes in the cache-resident and out-of-cache regimes (common.hpp).
 //
 // BM_<op>_<impl>_<layout>: op is softmax or log_softmax; layout is row (an N x K row-major
@@ -12,6 +13,9 @@
 
 #ifdef SMAX_BENCH_HAVE_DNNL
 #include "dnnl_peer.hpp"
+#endif
+#ifdef SMAX_BENCH_HAVE_TORCH
+#include "torch_peer.hpp"
 #endif
 
 #include <algorithm>
@@ -141,6 +145,22 @@ void BM_dnnl(benchmark::State& st) {
 }
 #endif
 
+#ifdef SMAX_BENCH_HAVE_TORCH
+/// PyTorch: the operator torch.softmax / torch.log_softmax runs (at::_softmax_out), over the
+/// same buffer as a strided CPU tensor.
+template <Op op, int Layout>
+void BM_torch(benchmark::State& st) {
+  const Shape s = shape_of(st);
+  const auto x = logits<Mat<Layout>>(s);
+  Mat<Layout> y(s.n, s.k);
+  torch_peer::call run(op == Op::softmax ? torch_peer::op::softmax : torch_peer::op::log_softmax,
+                       s.n, s.k, Layout == Eigen::RowMajor, x.data(), nullptr, y.data());
+  measure(
+      st, {s, name(op), "torch", layout_name<Layout>()}, y, [&] { run(); },
+      [&] { return check(op, s, y); });
+}
+#endif
+
 // ---- registration -------------------------------------------------------------------------------
 
 template <Op op>
@@ -157,6 +177,10 @@ void register_op() {
 #ifdef SMAX_BENCH_HAVE_DNNL
   add("dnnl_row", BM_dnnl<op, Eigen::RowMajor>);
   add("dnnl_col", BM_dnnl<op, Eigen::ColMajor>);
+#endif
+#ifdef SMAX_BENCH_HAVE_TORCH
+  add("torch_row", BM_torch<op, Eigen::RowMajor>);
+  add("torch_col", BM_torch<op, Eigen::ColMajor>);
 #endif
 }
 

@@ -4,8 +4,8 @@
 //   BM_softmax_smax_bf16_row, BM_log_softmax_smax_bf16_row   bf16 in, bf16 out (4 bytes/element)
 //   BM_ce_fwdbwd_smax_bf16_row                               bf16 logits and gradient
 //   BM_softmax_smax_f64_row                                  double in and out (16 bytes/element)
-//   BM_softmax_backward_{smax,eigen_loop}_row                dx from y and dy (12 bytes/element)
-//   BM_log_softmax_backward_{smax,eigen_loop}_row            dx from logp and dlogp
+//   BM_softmax_backward_{smax,eigen_loop,torch}_row          dx from y and dy (12 bytes/element)
+//   BM_log_softmax_backward_{smax,eigen_loop,torch}_row      dx from logp and dlogp
 //   BM_softmax_smax_2pass_row (K >= 4096)   the pass-structure study: a two-pass softmax made of
 //       smax's own kernel pieces (pass 1: per chunk of 4096 classes, read from memory once, its
 //       max and then its exp-sum from L1, chunks merged with exp(m_c - M); pass 2: exp again,
@@ -16,6 +16,10 @@
 #include "common.hpp"
 
 #include <smax/smax.hpp>
+
+#ifdef SMAX_BENCH_HAVE_TORCH
+#include "torch_peer.hpp"
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -187,6 +191,24 @@ void BM_backward_eigen_loop(benchmark::State& st) {
       [&] { return compare_backward(dx, backward_ref<Log>(out, d), d, tolerance(s.k)); });
 }
 
+#ifdef SMAX_BENCH_HAVE_TORCH
+/// PyTorch: the operators autograd runs for softmax's and log_softmax's backward.
+template <bool Log>
+void BM_backward_torch(benchmark::State& st) {
+  const Shape s = shape_of(st);
+  const auto inputs = backward_inputs<Log>(s);
+  const RowMat &out = inputs.first, &d = inputs.second;
+  RowMat dx(s.n, s.k);
+  torch_peer::call run(
+      Log ? torch_peer::op::log_softmax_backward : torch_peer::op::softmax_backward, s.n, s.k, true,
+      out.data(), d.data(), dx.data());
+  measure(
+      st, {s, Log ? "log_softmax_backward" : "softmax_backward", "torch", "row", 12}, dx,
+      [&] { run(); },
+      [&] { return compare_backward(dx, backward_ref<Log>(out, d), d, tolerance(s.k)); });
+}
+#endif
+
 /// The two-pass candidate (see the top of this file), one row at a time.
 void two_pass_softmax(const RowMat& x, RowMat& y, std::vector<float>& chunk_max,
                       std::vector<float>& chunk_sum) {
@@ -245,6 +267,10 @@ void BM_softmax_2pass(benchmark::State& st) {
   add("BM_softmax_backward_eigen_loop_row", BM_backward_eigen_loop<false>);
   add("BM_log_softmax_backward_smax_row", BM_backward_smax<true>);
   add("BM_log_softmax_backward_eigen_loop_row", BM_backward_eigen_loop<true>);
+#ifdef SMAX_BENCH_HAVE_TORCH
+  add("BM_softmax_backward_torch_row", BM_backward_torch<false>);
+  add("BM_log_softmax_backward_torch_row", BM_backward_torch<true>);
+#endif
   benchmark::RegisterBenchmark("BM_softmax_smax_2pass_row", BM_softmax_2pass)
       ->ArgNames({"K", "total"})
       ->ArgsProduct({{4096, 10000, 32000, 50257, 128000, 262144}, kTotals})

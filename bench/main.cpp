@@ -9,6 +9,9 @@
 #ifdef SMAX_BENCH_HAVE_DNNL
 #include "dnnl_peer.hpp"
 #endif
+#ifdef SMAX_BENCH_HAVE_TORCH
+#include "torch_peer.hpp"
+#endif
 
 #include <string>
 
@@ -28,6 +31,13 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("dnnl_threads", threads > 0 ? std::to_string(threads) : "unknown");
 #else
   benchmark::AddCustomContext("dnnl_version", "not built");
+#endif
+#ifdef SMAX_BENCH_HAVE_TORCH
+  const int torch_threads = smax_bench::torch_peer::single_thread();
+  benchmark::AddCustomContext("torch_version", smax_bench::torch_peer::version());
+  benchmark::AddCustomContext("torch_threads", std::to_string(torch_threads));
+#else
+  benchmark::AddCustomContext("torch_version", "not built");
 #endif
 
   benchmark::RunSpecifiedBenchmarks();

@@ -30,6 +30,8 @@ LINES = [
      dict(color="C2", marker="^", linestyle="--")),
     (("dnnl", "row"), "oneDNN, row-major", dict(color="C3", marker="D")),
     (("dnnl", "col"), "oneDNN, column-major", dict(color="C3", marker="D", linestyle="--")),
+    (("torch", "row"), "PyTorch, row-major", dict(color="C6", marker="*")),
+    (("torch", "col"), "PyTorch, column-major", dict(color="C6", marker="*", linestyle="--")),
     (("smax_bf16", "row"), "smax, bf16 in and out, row-major", dict(color="C4", marker="v")),
     (("smax_f64", "row"), "smax, double, row-major", dict(color="C5", marker="x")),
     (("smax_t1", "row"), "smax, 1 thread, row-major", dict(color="C0", marker="o")),

@@ -2,7 +2,8 @@
 """Markdown table of a smax_bench JSON file (--benchmark_out=... --benchmark_out_format=json).
 
 One row per (op, layout, regime, K); one column per implementation, in elements per second
-(G/s); then ratios: smax / the naive Eigen row loop, smax / oneDNN (same layout), smax as a
+(G/s); then ratios: smax / the naive Eigen row loop, smax / oneDNN and smax / PyTorch (same
+layout), smax as a
 percentage of memcpy over the same bytes (out-of-cache rows only) and of a bare vectorized exp,
 and, on column-major rows, the time of smax on column-major over smax on row-major data.
 
@@ -27,6 +28,7 @@ IMPLS = [
     ("eigen_loop", "Eigen loop"),
     ("eigen_expr", "Eigen expr"),
     ("dnnl", "oneDNN"),
+    ("torch", "PyTorch"),
     ("smax_bf16", "smax bf16"),
     ("smax_f64", "smax double"),
     ("smax_2pass", "smax 2-pass"),
@@ -106,7 +108,7 @@ def table(results, ops=None, regimes=None):
 
     head = (["op", "layout", "regime", "K", "N"] + [f"{h} G/s" for _, h in impls] +
             [f"{h} G/s" for _, h in BASELINES] +
-            ["smax / Eigen loop", "smax / oneDNN", "smax % memcpy", "smax % exp",
+            ["smax / Eigen loop", "smax / oneDNN", "smax / PyTorch", "smax % memcpy", "smax % exp",
              "col time / row time"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for op in ops:
@@ -127,6 +129,7 @@ def table(results, ops=None, regimes=None):
                     cells += [
                         fmt_ratio(smax, row.get("eigen_loop")),
                         fmt_ratio(smax, row.get("dnnl")),
+                        fmt_ratio(smax, row.get("torch")),
                         fmt_pct(smax, base["copy"]) if regime == "memory" else "",
                         fmt_pct(smax, base["exp"]),
                         # time ratio = inverse rate ratio
@@ -138,9 +141,9 @@ def table(results, ops=None, regimes=None):
 
 def summary(results):
     """The README's table: one row per K, float, one thread. softmax row-major cache-resident
-    (smax and ratios to the Eigen loop and oneDNN), out of cache (smax and % of memcpy), column-
-    major (time over row-major), and the fused cross-entropy forward+backward (smax, ratio to the
-    Eigen row loop, % of memcpy out of cache)."""
+    (smax and ratios to the Eigen loop, oneDNN and PyTorch), out of cache (smax and % of memcpy),
+    column-major (time over row-major), and the fused cross-entropy forward+backward (smax,
+    ratios to the Eigen row loop and PyTorch, % of memcpy out of cache)."""
     def rate(op, impl, layout, regime, k):
         r = results.get((op, impl, layout, regime, k))
         return None if r is None else r["rate"]
@@ -148,8 +151,9 @@ def summary(results):
     def copy(regime, k):
         return rate("copy", "memcpy", "flat", regime, k)
 
-    head = ["K", "softmax G/s", "× Eigen loop", "× oneDNN", "out of cache G/s", "% memcpy",
-            "col-major time / row-major", "CE fwd+bwd G/s", "× Eigen loop", "out of cache % memcpy"]
+    head = ["K", "softmax G/s", "× Eigen loop", "× oneDNN", "× PyTorch", "out of cache G/s",
+            "% memcpy", "col-major time / row-major", "CE fwd+bwd G/s", "× Eigen loop",
+            "× PyTorch", "out of cache % memcpy"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] * len(head)) + "|"]
     ks = sorted({k[4] for k in results if k[0] == "softmax"})
     for k in ks:
@@ -159,9 +163,11 @@ def summary(results):
         ce = rate("ce_fwdbwd", "smax", "row", "cache", k)
         cem = rate("ce_fwdbwd", "smax", "row", "memory", k)
         cells = [str(k), fmt_rate(sm), fmt_ratio(sm, rate("softmax", "eigen_loop", "row", "cache", k)),
-                 fmt_ratio(sm, rate("softmax", "dnnl", "row", "cache", k)), fmt_rate(smm),
+                 fmt_ratio(sm, rate("softmax", "dnnl", "row", "cache", k)),
+                 fmt_ratio(sm, rate("softmax", "torch", "row", "cache", k)), fmt_rate(smm),
                  fmt_pct(smm, copy("memory", k)), fmt_ratio(sm, col), fmt_rate(ce),
                  fmt_ratio(ce, rate("ce_fwdbwd", "eigen_loop", "row", "cache", k)),
+                 fmt_ratio(ce, rate("ce_fwdbwd", "torch", "row", "cache", k)),
                  # memcpy moves 8 bytes per element, as fwd+bwd does (read logits, write grad)
                  fmt_pct(cem, copy("memory", k))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -171,14 +177,15 @@ def summary(results):
 def variants(results):
     """Other element types and the backward passes, row-major, one row per K: bf16 logits (in
     and out) and double against float smax in elements/s, cache-resident and out of cache; the
-    backward passes against the Eigen row loop."""
+    backward passes against the Eigen row loop and PyTorch."""
     def rate(op, impl, regime, k):
         r = results.get((op, impl, "row", regime, k))
         return None if r is None else r["rate"]
 
     head = ["K", "softmax bf16 G/s", "× float", "out of cache × float", "log_softmax bf16 × float",
             "CE fwd+bwd bf16 × float", "out of cache × float", "softmax double G/s",
-            "softmax_backward G/s", "× Eigen loop", "log_softmax_backward G/s", "× Eigen loop",
+            "softmax_backward G/s", "× Eigen loop", "× PyTorch", "log_softmax_backward G/s",
+            "× Eigen loop", "× PyTorch",
             "2-pass / 3-pass softmax", "out of cache"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:"] * len(head)) + "|"]
     for k in sorted({k[4] for k in results if k[1] == "smax_bf16"}):
@@ -196,7 +203,8 @@ def variants(results):
                  fmt_rate(rate("softmax", "smax_f64", "cache", k))]
         for op in ("softmax_backward", "log_softmax_backward"):
             sm = rate(op, "smax", "cache", k)
-            cells += [fmt_rate(sm), fmt_ratio(sm, rate(op, "eigen_loop", "cache", k))]
+            cells += [fmt_rate(sm), fmt_ratio(sm, rate(op, "eigen_loop", "cache", k)),
+                      fmt_ratio(sm, rate(op, "torch", "cache", k))]
         for regime in REGIMES:
             cells.append(fmt_ratio(rate("softmax", "smax_2pass", regime, k),
                                    rate("softmax", "smax", regime, k)))
@@ -253,7 +261,8 @@ def main(argv):
     print(f"Machine: {context.get('host_name', '?')}, {context.get('num_cpus', '?')} CPUs at "
           f"{context.get('mhz_per_cpu', '?')} MHz; smax arch {context.get('smax_arch', '?')}; "
           f"oneDNN {context.get('dnnl_version', '-')}"
-          + (f" ({', '.join(dnnl)})" if dnnl else "") + ".")
+          + (f" ({', '.join(dnnl)})" if dnnl else "")
+          + f"; PyTorch {context.get('torch_version', '-')}.")
     if args.threads:
         print("Elements per second (G/s), float, row-major; regime cache: about 2^20 elements "
               "per call (L3-resident), memory: about 2^24.\n")

@@ -23,8 +23,10 @@ smax_require_packages() {
 # What building smax's tests, benchmarks and examples needs (the library alone needs only
 # libeigen3-dev and libxsimd-dev).
 SMAX_BUILD_PACKAGES=(cmake make g++ libeigen3-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev)
-# The benchmark's peer (oneDNN; its CMake config needs the OpenCL development files) and plots.
-SMAX_BENCH_PACKAGES=(libdnnl-dev ocl-icd-opencl-dev opencl-headers python3 python3-matplotlib)
+# The benchmark's peers (oneDNN, whose CMake config needs the OpenCL development files; PyTorch's
+# CPU operators, libtorch) and plots.
+SMAX_BENCH_PACKAGES=(libdnnl-dev ocl-icd-opencl-dev opencl-headers libtorch-dev python3
+                     python3-matplotlib)
 # The examples' data and libraries: Fashion-MNIST (zlib), vocabulary-parallel MPI.
 SMAX_EXAMPLE_PACKAGES=(zlib1g-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin)
 # The sanitizer and second-compiler builds: clang-14, its sanitizer runtimes, libFuzzer, LLVM's
