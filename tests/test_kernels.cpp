@@ -127,35 +127,23 @@ std::vector<Index> kernel_batch_sizes() {
   return n;
 }
 
-}  // namespace
-
-TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar and SIMD",
-                   "[kernels]", scalar_float, scalar_double, best_float, best_double) {
-  using Arch = typename TestType::arch;
-  using T = typename TestType::type;
+/// Every kernel with Arch on the n x k logits x placed by `lay`, out of place and in place,
+/// against the reference, and nothing outside the n x k elements written: softmax, log_softmax,
+/// logsumexp (into a contiguous and a strided vector), and the backward passes on inputs of
+/// scenario `bs`.
+template <class Arch, class T>
+void check_every_kernel(Index n, Index k, const layout& lay, const RowMatX<T>& x,
+                        ref::scenario bs) {
   namespace d = smax::detail;
-  const path p = GENERATE(path::contiguous, path::across, path::scalar);
-  const Index k = GENERATE(from_range(kernel_class_counts<T>()));
-  const Index n = GENERATE(from_range(kernel_batch_sizes<T>()));
-  const ref::scenario s = GENERATE(ref::scenario::standard, ref::scenario::mixed);
-  const Index pad = GENERATE(3, 0);
-  INFO(Arch::name() << ", " << ref::type_name<T>() << ", path " << name(p) << ", K = " << k
-                    << ", N = " << n << ", padding " << pad << ", inputs: " << ref::name(s));
-  const layout lay(p, n, k, pad);
   const T fill = T(-4321);
-  const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
   const ref::LMat xl = ref::to_ld(x);
   const std::vector<T> xb = place(x, lay, fill);
-  // The driver picks the path this layout is for (with one class or one distribution several
-  // paths fit, and it may pick any of them).
   std::vector<T> yb(xb.size(), fill);
-  if (n >= 2 && k >= 2) CHECK(d::path_of(n, k, view(xb, lay), view(yb, lay)) == p);
-
-  SECTION("softmax and log_softmax, out of place and in place") {
+  {
+    INFO("softmax and log_softmax");
     d::softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
     REF_CHECK(ref::check_softmax<T>(xl, gather(yb, lay, n, k)));
     CHECK(untouched_outside(yb, lay, n, k, fill));
-
     std::fill(yb.begin(), yb.end(), fill);
     d::log_softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
     REF_CHECK(ref::check_log_softmax<T>(xl, gather(yb, lay, n, k)));
@@ -169,8 +157,8 @@ TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar
     d::log_softmax<Arch>(n, k, view(std::as_const(a), lay), view(a, lay));
     REF_CHECK(ref::check_log_softmax<T>(xl, gather(a, lay, n, k)));
   }
-  SECTION("logsumexp into one value per distribution, contiguous or strided") {
-    const Index stride = GENERATE(1, 3);
+  for (const Index stride : {Index{1}, Index{3}}) {
+    INFO("logsumexp, output stride " << stride);
     std::vector<T> out(static_cast<std::size_t>(n * stride + 2), fill);
     d::logsumexp<Arch>(n, k, view(xb, lay), per_dist<T>{out.data(), stride});
     ref::LMat got(n, 1);
@@ -180,14 +168,14 @@ TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar
       if (static_cast<Index>(e) >= n * stride || static_cast<Index>(e) % stride != 0)
         CHECK(out[e] == fill);
   }
-  SECTION("softmax_backward and log_softmax_backward, out of place and in place") {
-    const auto in = ref::make_backward_inputs<T>(ref::scenario::standard, n, k,
-                                                 ref::seed_of(7, n, k, sizeof(T)));
+  {
+    INFO("softmax_backward and log_softmax_backward, inputs: " << ref::name(bs));
+    const auto in = ref::make_backward_inputs<T>(bs, n, k, ref::seed_of(7, n, k, sizeof(T)));
     const std::vector<T> y = place(in.y, lay, fill), dy = place(in.dy, lay, fill),
                          lp = place(in.logp, lay, fill), dlp = place(in.dlogp, lay, fill);
     const ref::LMat yl = ref::to_ld(in.y), dyl = ref::to_ld(in.dy);
     const ref::LMat lpl = ref::to_ld(in.logp), dlpl = ref::to_ld(in.dlogp);
-
+    std::fill(yb.begin(), yb.end(), fill);
     d::softmax_backward<Arch>(n, k, view(y, lay), view(dy, lay), view(yb, lay));
     REF_CHECK(ref::check_softmax_backward<T>(yl, dyl, gather(yb, lay, n, k)));
     CHECK(untouched_outside(yb, lay, n, k, fill));
@@ -203,6 +191,30 @@ TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar
     d::log_softmax_backward<Arch>(n, k, view(std::as_const(a), lay), view(dlp, lay), view(a, lay));
     REF_CHECK(ref::check_log_softmax_backward<T>(lpl, dlpl, gather(a, lay, n, k)));
   }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar and SIMD",
+                   "[kernels]", scalar_float, scalar_double, best_float, best_double) {
+  using Arch = typename TestType::arch;
+  using T = typename TestType::type;
+  namespace d = smax::detail;
+  const path p = GENERATE(path::contiguous, path::across, path::scalar);
+  const Index k = GENERATE(from_range(kernel_class_counts<T>()));
+  const Index n = GENERATE(from_range(kernel_batch_sizes<T>()));
+  const ref::scenario s = GENERATE(ref::scenario::standard, ref::scenario::mixed);
+  const Index pad = GENERATE(3, 0);
+  INFO(Arch::name() << ", " << ref::type_name<T>() << ", path " << name(p) << ", K = " << k
+                    << ", N = " << n << ", padding " << pad << ", inputs: " << ref::name(s));
+  const layout lay(p, n, k, pad);
+  const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
+  // The driver picks the path this layout is for (with one class or one distribution several
+  // paths fit, and it may pick any of them).
+  const std::vector<T> xb = place(x, lay, T(0));
+  std::vector<T> yb(xb.size());
+  if (n >= 2 && k >= 2) CHECK(d::path_of(n, k, view(xb, lay), view(yb, lay)) == p);
+  check_every_kernel<Arch>(n, k, lay, x, ref::scenario::standard);
 }
 
 /// K for n interleaved distributions (a vector every w = floor(L / n) * n elements): a few
@@ -247,58 +259,8 @@ TEMPLATE_TEST_CASE("fewer distributions than lanes, interleaved in memory (every
                     << ", inputs: " << ref::name(s));
   const layout lay(path::across, n, k, 0);
   REQUIRE(lay.cs == n);
-  const T fill = T(-4321);
   const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
-  const ref::LMat xl = ref::to_ld(x);
-  const std::vector<T> xb = place(x, lay, fill);
-  std::vector<T> yb(xb.size(), fill);
-
-  d::softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
-  REF_CHECK(ref::check_softmax<T>(xl, gather(yb, lay, n, k)));
-  CHECK(untouched_outside(yb, lay, n, k, fill));
-  std::fill(yb.begin(), yb.end(), fill);
-  d::log_softmax<Arch>(n, k, view(xb, lay), view(yb, lay));
-  REF_CHECK(ref::check_log_softmax<T>(xl, gather(yb, lay, n, k)));
-  CHECK(untouched_outside(yb, lay, n, k, fill));
-
-  std::vector<T> a = xb;  // in place: vectors overlap their successor's first lanes
-  d::softmax<Arch>(n, k, view(std::as_const(a), lay), view(a, lay));
-  REF_CHECK(ref::check_softmax<T>(xl, gather(a, lay, n, k)));
-  CHECK(untouched_outside(a, lay, n, k, fill));
-  a = xb;
-  d::log_softmax<Arch>(n, k, view(std::as_const(a), lay), view(a, lay));
-  REF_CHECK(ref::check_log_softmax<T>(xl, gather(a, lay, n, k)));
-
-  for (const Index stride : {Index{1}, Index{2}}) {
-    std::vector<T> out(static_cast<std::size_t>(n * stride + 2), fill);
-    d::logsumexp<Arch>(n, k, view(xb, lay), per_dist<T>{out.data(), stride});
-    ref::LMat got(n, 1);
-    for (Index i = 0; i < n; ++i) got(i, 0) = out[static_cast<std::size_t>(i * stride)];
-    REF_CHECK(ref::check_logsumexp<T>(xl, got));
-    for (std::size_t e = 0; e < out.size(); ++e)
-      if (static_cast<Index>(e) >= n * stride || static_cast<Index>(e) % stride != 0)
-        CHECK(out[e] == fill);
-  }
-
-  const auto in = ref::make_backward_inputs<T>(s, n, k, ref::seed_of(9, n, k, sizeof(T)));
-  const std::vector<T> y = place(in.y, lay, fill), dy = place(in.dy, lay, fill),
-                       lp = place(in.logp, lay, fill), dlp = place(in.dlogp, lay, fill);
-  const ref::LMat yl = ref::to_ld(in.y), dyl = ref::to_ld(in.dy);
-  const ref::LMat lpl = ref::to_ld(in.logp), dlpl = ref::to_ld(in.dlogp);
-  std::fill(yb.begin(), yb.end(), fill);
-  d::softmax_backward<Arch>(n, k, view(y, lay), view(dy, lay), view(yb, lay));
-  REF_CHECK(ref::check_softmax_backward<T>(yl, dyl, gather(yb, lay, n, k)));
-  CHECK(untouched_outside(yb, lay, n, k, fill));
-  std::fill(yb.begin(), yb.end(), fill);
-  d::log_softmax_backward<Arch>(n, k, view(lp, lay), view(dlp, lay), view(yb, lay));
-  REF_CHECK(ref::check_log_softmax_backward<T>(lpl, dlpl, gather(yb, lay, n, k)));
-  CHECK(untouched_outside(yb, lay, n, k, fill));
-  a = dy;  // dx over dy
-  d::softmax_backward<Arch>(n, k, view(y, lay), view(std::as_const(a), lay), view(a, lay));
-  REF_CHECK(ref::check_softmax_backward<T>(yl, dyl, gather(a, lay, n, k)));
-  a = lp;  // dx over logp
-  d::log_softmax_backward<Arch>(n, k, view(std::as_const(a), lay), view(dlp, lay), view(a, lay));
-  REF_CHECK(ref::check_log_softmax_backward<T>(lpl, dlpl, gather(a, lay, n, k)));
+  check_every_kernel<Arch>(n, k, lay, x, s);
 }
 
 TEMPLATE_TEST_CASE("the scalar fallback and the SIMD kernels agree closely", "[kernels]", float,
