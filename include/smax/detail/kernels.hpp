@@ -679,7 +679,8 @@ struct across_group {
 // ---------------------------------------------------
 
 /// The vector at element offset `at` of an interleaved group; Last: the group's last vector,
-/// of which only `cnt` elements exist. Stores write the `cnt` elements this vector owns.
+/// of which only `cnt` elements exist. Stores write the `cnt` elements this vector owns, in plain
+/// stores: the next vector's load starts inside this one's span (store_partial).
 template <class V, bool Last = false>
 struct interleaved_io {
   index_t at;
@@ -694,7 +695,7 @@ struct interleaved_io {
   template <class U>
   void store(const strided<U>& a, const V& v) const noexcept {
     if (cnt < lanes<V>) {
-      store_partial_as(a.p + at, v, cnt);
+      store_partial_as</*Plain=*/true>(a.p + at, v, cnt);
     } else {
       store_as(a.p + at, v);
     }

@@ -146,49 +146,81 @@ inline V load_partial(const scalar_of<V>* p, index_t rem) noexcept {
   }
 }
 
-/// Stores the first rem (0 < rem < lanes) lanes of v at p; writes nothing else.
-template <class V>
+#if XSIMD_WITH_AVX
+/// The floats (doubles) of v that bits 4, 2 and 1 (2 and 1) of rem count, at p, in plain
+/// stores of 4, 2 and 1 floats (2 and 1 doubles).
+SMAX_ALWAYS_INLINE void store_pieces(float* p, __m256 v, index_t rem) noexcept {
+  __m128 part = _mm256_castps256_ps128(v);
+  if (rem & 4) {
+    _mm_storeu_ps(p, part);
+    part = _mm256_extractf128_ps(v, 1);
+    p += 4;
+  }
+  if (rem & 2) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(p), part);
+    part = _mm_movehl_ps(part, part);
+    p += 2;
+  }
+  if (rem & 1) _mm_store_ss(p, part);
+}
+SMAX_ALWAYS_INLINE void store_pieces(double* p, __m256d v, index_t rem) noexcept {
+  __m128d part = _mm256_castpd256_pd128(v);
+  if (rem & 2) {
+    _mm_storeu_pd(p, part);
+    part = _mm256_extractf128_pd(v, 1);
+    p += 2;
+  }
+  if (rem & 1) _mm_store_sd(p, part);
+}
+#endif
+
+/// Stores the first rem (0 < rem < lanes) lanes of v at p; writes nothing else. Plain: no masked
+/// store. A masked store's whole vector counts for the loads after it: on Zen 4 a load that
+/// overlaps its span waits for it to retire, even where the mask leaves the shared bytes out
+/// (interleaved vectors, whose next load starts inside the span, took 2.5x as long). Plain
+/// stores of halving sizes write exactly the rem lanes.
+template <bool Plain = false, class V>
 inline void store_partial(scalar_of<V>* p, const V& v, index_t rem) noexcept {
   using T = scalar_of<V>;
   if constexpr (!is_scalar_v<V>) {
     using A [[maybe_unused]] = typename V::arch_type;
 #if XSIMD_WITH_AVX512F
     if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
-      const auto m = static_cast<unsigned>((1u << rem) - 1u);
-      if constexpr (sizeof(T) == 4) {
-        _mm512_mask_storeu_ps(p, static_cast<__mmask16>(m), v);
+      if constexpr (Plain) {
+        constexpr index_t half = lanes<V> / 2;
+        if constexpr (sizeof(T) == 4) {
+          __m256 h = _mm512_castps512_ps256(v);
+          if (rem & half) {
+            _mm256_storeu_ps(p, h);
+            h = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+            p += half;
+          }
+          store_pieces(p, h, rem);  // its bits below half
+        } else {
+          __m256d h = _mm512_castpd512_pd256(v);
+          if (rem & half) {
+            _mm256_storeu_pd(p, h);
+            h = _mm512_extractf64x4_pd(v, 1);
+            p += half;
+          }
+          store_pieces(p, h, rem);
+        }
       } else {
-        _mm512_mask_storeu_pd(p, static_cast<__mmask8>(m), v);
+        const auto m = static_cast<unsigned>((1u << rem) - 1u);
+        if constexpr (sizeof(T) == 4) {
+          _mm512_mask_storeu_ps(p, static_cast<__mmask16>(m), v);
+        } else {
+          _mm512_mask_storeu_pd(p, static_cast<__mmask8>(m), v);
+        }
       }
       return;
     }
 #endif
 #if XSIMD_WITH_AVX
     // Not vmaskmovps: AMD's masked stores are microcoded (a few per row cost as much as the row
-    // on Zen 3). At most three plain stores of 4, 2 and 1 floats (2 and 1 doubles) instead.
+    // on Zen 3).
     if constexpr (std::is_base_of<xsimd::avx, A>::value) {
-      if constexpr (sizeof(T) == 4) {
-        __m128 part = _mm256_castps256_ps128(v);
-        if (rem & 4) {
-          _mm_storeu_ps(p, part);
-          part = _mm256_extractf128_ps(v, 1);
-          p += 4;
-        }
-        if (rem & 2) {
-          _mm_storel_pi(reinterpret_cast<__m64*>(p), part);
-          part = _mm_movehl_ps(part, part);
-          p += 2;
-        }
-        if (rem & 1) _mm_store_ss(p, part);
-      } else {
-        __m128d part = _mm256_castpd256_pd128(v);
-        if (rem & 2) {
-          _mm_storeu_pd(p, part);
-          part = _mm256_extractf128_pd(v, 1);
-          p += 2;
-        }
-        if (rem & 1) _mm_store_sd(p, part);
-      }
+      store_pieces(p, v, rem);
       return;
     }
 #endif
@@ -399,11 +431,11 @@ inline W load_partial_as(const U* p, index_t rem) noexcept {
   }
 }
 
-template <class W, class U>
+template <bool Plain = false, class W, class U>
 inline void store_partial_as(U* p, const W& v, index_t rem) noexcept {
   using T = scalar_of<W>;
   if constexpr (std::is_same<U, T>::value) {
-    detail::store_partial(p, v, rem);
+    detail::store_partial<Plain>(p, v, rem);
   } else {
     alignas(64) T buf[lanes<W>];
     v.store_aligned(buf);
