@@ -1075,8 +1075,10 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   }
   if (how == path::across) {
     if constexpr (!is_scalar_v<V> && Kind != tile_kind::fused) {
-      // Fewer distributions than lanes, packed: in interleaved vectors (the fused cross-entropy
-      // takes the partial across group; it reads labels and class weights lane by lane).
+      // Fewer distributions than lanes, packed: in interleaved vectors. Not the fused
+      // cross-entropy: its per-lane order of arithmetic is the scalar loop's, so that its loss
+      // and gradient are the same bits for every layout of the gradient and the targets
+      // (tests/test_cross_entropy.cpp), and an interleaved row's sums are split over lanes.
       if (n > 1 && n < lanes<V> && k > 0 && (interleaved_layout(arrays, n) && ...)) {
         op(interleaved_group<V>(k, n), arrays...);
         return;
