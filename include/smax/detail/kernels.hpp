@@ -424,7 +424,8 @@ struct contiguous_group {
 
 /// Class j of lanes() neighbouring distributions, one per lane. Partial: only the first rem
 /// lanes hold distributions (the last rows of a batch, or a batch smaller than a vector): loads
-/// fill the others with 0 and stores leave their memory alone.
+/// fill the others with 0 and stores leave their memory alone, in plain stores (packed, the next
+/// class's load starts inside this store's span: store_partial).
 template <class V, bool Partial = false>
 struct across_io {
   index_t j;
@@ -440,7 +441,7 @@ struct across_io {
   template <class U>
   void store(const strided<U>& a, const V& v) const noexcept {
     if constexpr (Partial) {
-      store_partial_as(a.p + j * a.cs, v, rem);
+      store_partial_as</*Plain=*/true>(a.p + j * a.cs, v, rem);
     } else {
       store_as(a.p + j * a.cs, v);
     }

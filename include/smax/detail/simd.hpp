@@ -177,8 +177,8 @@ SMAX_ALWAYS_INLINE void store_pieces(double* p, __m256d v, index_t rem) noexcept
 /// Stores the first rem (0 < rem < lanes) lanes of v at p; writes nothing else. Plain: no masked
 /// store. A masked store's whole vector counts for the loads after it: on Zen 4 a load that
 /// overlaps its span waits for it to retire, even where the mask leaves the shared bytes out
-/// (interleaved vectors, whose next load starts inside the span, took 2.5x as long). Plain
-/// stores of halving sizes write exactly the rem lanes.
+/// (interleaved vectors and partial across vectors, whose next load starts inside the span, took
+/// 2-2.5x as long). Plain stores of halving sizes write exactly the rem lanes.
 template <bool Plain = false, class V>
 inline void store_partial(scalar_of<V>* p, const V& v, index_t rem) noexcept {
   using T = scalar_of<V>;
