@@ -131,6 +131,60 @@ TEMPLATE_TEST_CASE("loss and gradient match the long double reference for every 
   CE_CHECK(ce_ref::check_grad<T>(ref, out.grad));
 }
 
+TEMPLATE_TEST_CASE("fewer rows than lanes, column-major and packed: every such batch",
+                   "[cross_entropy][interleaved]", float, double) {
+  // 1 < N < L rows of a plain column-major matrix are read as one interleaved array (lane l of
+  // each vector holds row l mod N, a vector every w = floor(L / N) * N elements; N = L takes the
+  // across group). Against the long double reference for labels and probability targets, a
+  // few option sets, mean and per-row; in place gives the same bits as out of place.
+  using T = TestType;
+  const Index l = ce_ref::lanes<T>;
+  std::vector<Index> batches;
+  for (Index n = 2; n <= l; ++n) batches.push_back(n);
+  const Index n = GENERATE_COPY(from_range(batches));
+  const Index pv = l / n;  // classes per vector
+  std::vector<Index> ks = {1, 2, pv, pv + 1, 2 * pv + 1, 16 * pv + 1, 17 * pv - 1, 300};
+  std::sort(ks.begin(), ks.end());
+  ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
+  const Index k = GENERATE_COPY(from_range(ks));
+  // Plain; weights and smoothing; z-loss and soft-cap; ignored rows; everything.
+  const int m = GENERATE(0, 3, 12, 16, 31);
+  const Combo c = ce_ref::all_combos()[static_cast<std::size_t>(m)];
+  const bool probs = GENERATE(false, true);
+  if (probs && c.ignore != 0) return;
+  const Mode mode = GENERATE(Mode::mean, Mode::per_row);
+  INFO(ce_ref::type_name<T>() << ", " << c.describe() << (probs ? ", probability targets" : "")
+                              << ", " << ce_ref::name(mode) << ", N = " << n << ", K = " << k
+                              << ", lanes = " << l);
+  const std::uint64_t seed = ce_ref::seed_of(15, n, k, sizeof(T));
+  const RowMat<T> x = ce_ref::logits<T>(n, k, seed, c.capped ? 8.0 : 3.0);
+  const smax::CrossEntropyOptions o = ce_ref::options_of(c, k, seed, mode);
+  const Vec<T> dl = ce_ref::dloss<T>(n, seed + 1);
+  ce_ref::Result ref;
+  ce_ref::Output<T> out, in_place;
+  if (probs) {
+    const RowMat<T> t = ce_ref::probs<T>(n, k, seed + 2);
+    ref = ce_ref::cross_entropy(ce_ref::to_ld(x), ce_ref::to_ld(t), o, mode, ce_ref::to_ld(dl));
+    out = ce_ref::call<Eigen::ColMajor>(x, t, o, mode, dl);
+    in_place = ce_ref::call<Eigen::ColMajor>(x, t, o, mode, dl, true);
+  } else {
+    const ce_ref::Labels y = ce_ref::labels_of(c, n, k, seed + 2);
+    const auto yv = ce_ref::to_eigen(y);
+    ref = ce_ref::cross_entropy(ce_ref::to_ld(x), y, o, mode, ce_ref::to_ld(dl));
+    out = ce_ref::call<Eigen::ColMajor>(x, yv, o, mode, dl);
+    in_place = ce_ref::call<Eigen::ColMajor>(x, yv, o, mode, dl, true);
+  }
+  if (mode == Mode::per_row) {
+    CE_CHECK(ce_ref::check_row_losses<T>(ref, out.losses));
+    CHECK(ce_ref::same_bits(out.losses, in_place.losses));
+  } else {
+    CE_CHECK(ce_ref::check_loss<T>(ref.loss, out.loss, ref.loss_scale));
+    CHECK(ce_ref::same_bits_scalar(out.loss, in_place.loss));
+  }
+  CE_CHECK(ce_ref::check_grad<T>(ref, out.grad));
+  CHECK(ce_ref::same_bits(out.grad, in_place.grad));
+}
+
 // The rest checks that every way of passing the same data (layouts, views, label vectors, in
 // place) gives the same bits: the ISA does not enter into it, and it is most of this file's
 // compile time. The AVX2 build (SMAX_TEST_KERNEL_PATHS_ONLY: a second ISA for the kernels, on
@@ -318,11 +372,13 @@ TEMPLATE_TEST_CASE("in place on a block of a larger matrix", "[cross_entropy][in
   smax::CrossEntropyOptions o;
   o.label_smoothing = 0.1;
   o.softcap = 4;
-  const ColMat<T> xc = x;
-  ColMat<T> g(n, k);
-  const T loss = smax::cross_entropy(xc, yv, g, o);
   ColMat<T> big = ColMat<T>::Constant(n + 3, k + 2, T(5));
   big.block(1, 2, n, k) = x;
+  // Out of place on the same block: packed logits of fewer rows than a vector would take the
+  // interleaved loop, a block of them the partial vector of rows (the same function, other bits).
+  const ColMat<T> big_copy = big;
+  ColMat<T> g(n, k);
+  const T loss = smax::cross_entropy(big_copy.block(1, 2, n, k), yv, g, o);
   const T loss_in = smax::cross_entropy(big.block(1, 2, n, k), yv, big.block(1, 2, n, k), o);
   CHECK(ce_ref::same_bits_scalar(loss, loss_in));
   CHECK(ce_ref::same_bits(big.block(1, 2, n, k), g));

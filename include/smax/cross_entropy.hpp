@@ -182,6 +182,7 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
   check_scalar<L>();
   using X = scalar_t<L>;  // the logits' (and gradient's, and probability targets') type
   using T = compute_t<X>;  // the type of the arithmetic, the losses and dloss
+  using V = vec_t<T, best_arch>;
   const nested_t<L> logits(logits_in);
   const nested_t<Y> target(target_in);
   const index_t n = logits.rows(), k = logits.cols();
@@ -255,7 +256,9 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
                                   ": grad overlaps the logits without being the logits themselves");
     if (overlap(span_of(g, n, k), labels ? span_of(vector_view(target), n, 1) : span_of(tv, n, k)))
       throw std::invalid_argument(std::string(fn) + ": grad overlaps target");
-    if (path_of(n, k, x, g) != path_of(n, k, x)) {  // another layout than the logits
+    // Another layout than the logits (or one that would keep them from their loop: the results
+    // do not depend on grad's layout).
+    if (loop_of<V>(n, k, x, g) != loop_of<V>(n, k, x)) {
       grad_tmp.resize(n, k);
       g = dist_view(grad_tmp, true);
       copy_grad = true;
@@ -322,7 +325,7 @@ double cross_entropy_impl(const char* fn, const L& logits_in, const Y& target_in
     tot = cross_entropy_labels<has_grad, best_arch>(n, k, x, yv, g, up, lv, prm, thread_count());
   } else {
     strided<const X> t = tv;
-    if (path_of(n, k, x, t) != path_of(n, k, x)) {
+    if (loop_of<V>(n, k, x, t) != loop_of<V>(n, k, x)) {
       target_tmp = target;
       t = dist_view(std::as_const(target_tmp), true);
     }
@@ -390,7 +393,7 @@ struct shard_job {
                                   shape(n, ce_stats_width));
     const strided<const T> x = dist_view(logits, true);
     strided<T> g{nullptr, x.ds, x.cs};
-    using Plain = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using Plain = typename L::PlainObject;  // the logits' layout, so their loop
     Plain grad_tmp;
     constexpr bool has_grad = !std::is_same<G, std::nullptr_t>::value;  // else the loss only
     if constexpr (has_grad) {
@@ -401,7 +404,7 @@ struct shard_job {
       if (!in_place && overlap(span_of(g, n, k), span_of(x, n, k)))
         throw std::invalid_argument(std::string(fn) +
                                     ": grad overlaps the logits without being the logits");
-      if (path_of(n, k, x, g) != path_of(n, k, x)) {
+      if (loop_of<vec_t<T, best_arch>>(n, k, x, g) != loop_of<vec_t<T, best_arch>>(n, k, x)) {
         grad_tmp.resize(n, k);
         g = dist_view(grad_tmp, true);
       }

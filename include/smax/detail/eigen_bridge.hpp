@@ -170,6 +170,7 @@ template <class Kernel, class Ret, class... In>
 class proxy : public Eigen::ReturnByValue<proxy<Kernel, Ret, In...>> {
  public:
   using T = typename Ret::Scalar;
+  using V = vec_t<compute_t<T>, best_arch>;  // the kernels' vectors
 
   proxy(bool rows, index_t out_rows, index_t out_cols, const In&... in)
       : in_(in...), rows_(rows), out_rows_(out_rows), out_cols_(out_cols) {}
@@ -213,7 +214,7 @@ class proxy : public Eigen::ReturnByValue<proxy<Kernel, Ret, In...>> {
       auto fitted = [&](const auto& x) {
         auto v = dist_view(x, rows_);
         const std::size_t mine = next++;
-        if (path_of(n, k, in0, v) != path_of(n, k, in0)) {
+        if (loop_of<V>(n, k, in0, v) != loop_of<V>(n, k, in0)) {
           copies[mine] = x;
           v = dist_view(std::as_const(copies[mine]), rows_);
         }
@@ -229,7 +230,7 @@ class proxy : public Eigen::ReturnByValue<proxy<Kernel, Ret, In...>> {
     // The output goes through a temporary when it overlaps an input other than element for
     // element, or when its layout would push the kernel off the inputs' vector path.
     if ((unsafe_alias(out, ins, n, k) || ...) ||
-        path_of(n, k, ins..., out) != path_of(n, k, ins...)) {
+        loop_of<V>(n, k, ins..., out) != loop_of<V>(n, k, ins...)) {
       retype_t<Ret, scalar_t<Dest>> tmp(out_rows_, out_cols_);
       Kernel::apply(n, k, ins..., out_view(tmp));
       dst = tmp;

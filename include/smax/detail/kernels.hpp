@@ -681,11 +681,18 @@ struct across_group {
 
 /// The vector at element offset `at` of an interleaved group; Last: the group's last vector,
 /// of which only `cnt` elements exist. Stores write the `cnt` elements this vector owns, in plain
-/// stores: the next vector's load starts inside this one's span (store_partial).
+/// stores: the next vector's load starts inside this one's span (store_partial). Lane l holds
+/// class j + cls[l] (cls[l] = l / n) of distribution l mod n.
 template <class V, bool Last = false>
 struct interleaved_io {
+  using T = scalar_of<V>;
+  using I = typename vec_traits<V>::int_type;
+  using IV = lane_index_t<V>;
   index_t at;
-  index_t cnt;  // the elements this vector owns: the group's step w, or fewer in the last vector
+  index_t cnt;     // the elements this vector owns: the group's step w, or fewer in the last vector
+  index_t j;       // the class of lane 0: at / n
+  const I* cls;    // the group's lane classes
+  index_t k_last;  // the last class, k - 1
   template <class U>
   V load(const strided<U>& a) const noexcept {
     if constexpr (Last) {
@@ -701,7 +708,17 @@ struct interleaved_io {
       store_as(a.p + at, v);
     }
   }
+  /// Class weights: lane l's class, in one gather (lanes past the last class read the last one).
+  V load(const per_class<T>& a) const noexcept {
+    const IV c = IV::load_aligned(cls) + IV(static_cast<I>(j));
+    return gather_lanes<V>(a.p, xsimd::min(c, IV(static_cast<I>(k_last))));
+  }
   V splat(const V& s) const noexcept { return s; }
+  /// The lanes that hold their distribution's label class (labels from interleaved_group).
+  template <class Lab>
+  auto is_class(const Lab& lab) const noexcept {
+    return xsimd::bool_cast(lab.rel == IV(static_cast<I>(j)));
+  }
 };
 
 /// 1 < n < lanes distributions interleaved: an n x k column-major block whose class stride is n
@@ -711,11 +728,14 @@ struct interleaved_io {
 /// every reduction and store. The state is one value per lane, lane l holding distribution
 /// (l mod n)'s: reductions accumulate lane by lane, then fold the lanes of each distribution
 /// and spread the result over its lanes again. Every lane busy where n divides L (across groups
-/// of n rows use n of the L lanes); at least half of them otherwise.
+/// of n rows use n of the L lanes); at least half of them otherwise. Per-distribution inputs and
+/// outputs (labels, losses) go lane by lane: there is one such group per call.
 template <class V>
 struct interleaved_group {
   using T = scalar_of<V>;
   using state = V;
+  using I = typename vec_traits<V>::int_type;
+  using IV = lane_index_t<V>;
   static constexpr index_t L = lanes<V>;
   static constexpr bool rows_contiguous = false;
   static constexpr index_t begin = 0;
@@ -724,14 +744,23 @@ struct interleaved_group {
   index_t w;     // elements per vector: floor(L / n) * n
   index_t full;  // vectors before the last one: ceil(n * k / w) - 1
   index_t last;  // elements of the last vector: a multiple of n, at most w
+  alignas(64) I cls[L];  // lane l's class within its vector: l / n
 
   interleaved_group(index_t k_, index_t n_) noexcept
-      : k(k_), n(n_), w(L / n_ * n_), full((n_ * k_ + w - 1) / w - 1), last(n_ * k_ - full * w) {}
+      : k(k_), n(n_), w(L / n_ * n_), full((n_ * k_ + w - 1) / w - 1), last(n_ * k_ - full * w) {
+    for (index_t l = 0; l < L; ++l) cls[l] = static_cast<I>(l / n);
+  }
+  interleaved_group(const interleaved_group&) = delete;  // its vectors point into it
+  interleaved_group& operator=(const interleaved_group&) = delete;
 
-  interleaved_io<V, true> last_io() const noexcept { return {full * w, last}; }
+  interleaved_io<V, true> last_io() const noexcept {
+    return {full * w, last, full * (w / n), cls, k - 1};
+  }
 
   auto vector_at() const noexcept {
-    return [w_ = w](index_t t) { return interleaved_io<V>{t * w_, w_}; };
+    return [w_ = w, c = w / n, p = cls, kl = k - 1](index_t t) {
+      return interleaved_io<V>{t * w_, w_, t * c, p, kl};
+    };
   }
 
   template <class F>
@@ -772,7 +801,55 @@ struct interleaved_group {
     return detail::load<V>(buf);
   }
 
+  // ---- labels (cross-entropy): lane l holds distribution l mod n's, as across groups do
+
+  struct labels_t : lane_labels<V> {
+    IV rel;  // the label less the lane's class offset (l / n): is_class compares it with j
+  };
+  template <class Lbl>
+  labels_t load_labels(const per_dist<const Lbl>& y, const label_spec& spec) const noexcept {
+    alignas(64) I ys[L] = {};
+    for (index_t l = 0; l < n; ++l) {
+      const one_label one = make_label(y.p[l * y.stride], spec);
+      ys[l] = static_cast<I>(one.valid ? one.y : -2);
+    }
+    for (index_t l = n; l < L; ++l) ys[l] = ys[l - n];
+    labels_t lab;
+    lab.yv = IV::load_aligned(ys);
+    lab.valid = xsimd::bool_cast(lab.yv != IV(I(-2)));
+    lab.here = xsimd::bool_cast(lab.yv >= IV(I(0)));
+    lab.rel = lab.yv - IV::load_aligned(cls);
+    return lab;
+  }
+  /// a[label] per lane, 0 where the label is not here.
+  template <class A>
+  V gather(const A& a, const labels_t& lab) const noexcept {
+    alignas(64) I ys[L];
+    alignas(64) T buf[L] = {};
+    lab.yv.store_aligned(ys);
+    for (index_t l = 0; l < n; ++l) buf[l] = ys[l] >= 0 ? widen<T>(element(a, l, ys[l])) : T(0);
+    for (index_t l = n; l < L; ++l) buf[l] = buf[l - n];
+    return detail::load<V>(buf);
+  }
+  /// The label's gradient entry is written in the gradient pass (select on is_class).
+  static constexpr bool label_in_pass = true;
+  V label_here(const labels_t& lab) const noexcept { return select(lab.here, V(T(1)), V(T(0))); }
+  /// Row values (losses) are accumulated lane by lane, in lanes 0..n-1, as the across group of
+  /// the same n rows does.
+  static constexpr bool lane_totals = true;
+  void add_lanes(double* sum, double* comp, const V& v) const noexcept {
+    across_group<V, true>{k, n}.add_lanes(sum, comp, v);
+  }
+
  private:
+  template <class U>
+  static U element(const strided<U>& a, index_t l, index_t y) noexcept {
+    return a.p[l * a.ds + y * a.cs];
+  }
+  template <class U>
+  static U element(const per_class<U>& a, index_t, index_t y) noexcept {
+    return a.p[y];
+  }
   /// Lane l of the result: op over the lanes l' < w with l' = l (mod n) of v.
   template <class Op>
   V fold(const V& v, Op op) const noexcept {
@@ -832,6 +909,24 @@ path path_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
   if ((unit_class_stride(arrays, n, k) && ...)) return path::contiguous;
   if ((unit_dist_stride(arrays, n, k) && ...)) return path::across;
   return path::scalar;
+}
+
+/// The loop run_groups takes over a set of arrays with vectors V: path_of, and on the across
+/// path whether the distributions are read as one interleaved array (1 < n < lanes, every array
+/// packed with class stride n). Callers that may copy an argument into another layout compare
+/// it with and without that argument, so that the argument's layout never changes the loop.
+struct loop {
+  path how;
+  bool interleaved;
+  friend bool operator!=(const loop& a, const loop& b) noexcept {
+    return a.how != b.how || a.interleaved != b.interleaved;
+  }
+};
+template <class V, class... Arrays>
+loop loop_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
+  const path how = path_of(n, k, arrays...);
+  return {how, !is_scalar_v<V> && how == path::across && n > 1 && n < lanes<V> && k > 0 &&
+                   (interleaved_layout(arrays, n) && ...)};
 }
 
 /// Rows in lanes: contiguous distributions this short are processed lanes<V> at a time, transposed
@@ -1061,9 +1156,9 @@ SMAX_FLATTEN void run_across(index_t& i, index_t n, index_t k, Op& op, const Arr
 template <class Arch, class T, tile_kind Kind, class Op, class... Arrays>
 inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
   using V = vec_t<T, Arch>;
-  const path how = path_of(n, k, arrays...);
+  const loop how = loop_of<V>(n, k, arrays...);
   index_t i = 0;
-  if (how == path::contiguous) {
+  if (how.how == path::contiguous) {
     if constexpr (!is_scalar_v<V>) {
       if (tiled<V, Kind>(k) && n >= lanes<V>) {
         std::tuple<tile_slot<Arrays, V, tile_max<V>(Kind)>...> slots;
@@ -1074,13 +1169,10 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
     for (; i < n; ++i) op(g, arrays.at(i)...);
     return;
   }
-  if (how == path::across) {
-    if constexpr (!is_scalar_v<V> && Kind != tile_kind::fused) {
-      // Fewer distributions than lanes, packed: in interleaved vectors. Not the fused
-      // cross-entropy: its per-lane order of arithmetic is the scalar loop's, so that its loss
-      // and gradient are the same bits for every layout of the gradient and the targets
-      // (tests/test_cross_entropy.cpp), and an interleaved row's sums are split over lanes.
-      if (n > 1 && n < lanes<V> && k > 0 && (interleaved_layout(arrays, n) && ...)) {
+  if (how.how == path::across) {
+    if constexpr (!is_scalar_v<V>) {
+      // Fewer distributions than lanes, packed: in interleaved vectors.
+      if (how.interleaved) {
         op(interleaved_group<V>(k, n), arrays...);
         return;
       }
