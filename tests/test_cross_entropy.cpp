@@ -387,6 +387,40 @@ TEMPLATE_TEST_CASE("in place on a block of a larger matrix", "[cross_entropy][in
   CHECK((big.leftCols(2).array() == T(5)).all());
 }
 
+TEMPLATE_TEST_CASE("a column-major batch with a class stride of 4 KiB gives the same bits",
+                   "[cross_entropy][layout]", float, double) {
+  // Every class vector of a group on one L1 set: groups of 5 to 128 classes run in a stack tile
+  // (the same arithmetic as in place, which a stride one vector longer takes).
+  using T = TestType;
+  const Index l = ce_ref::lanes<T>;
+  const Index n = 2 * l + 3;
+  const Index k = GENERATE(Index(9), Index(64), Index(128));
+  const int m = GENERATE(0, 31);
+  const bool probs = GENERATE(false, true);
+  const Combo c = ce_ref::all_combos()[static_cast<std::size_t>(m)];
+  if (probs && c.ignore != 0) return;
+  INFO(ce_ref::type_name<T>() << ", " << c.describe() << (probs ? ", probability targets" : "")
+                              << ", K = " << k);
+  const std::uint64_t seed = ce_ref::seed_of(16, k, sizeof(T));
+  const RowMat<T> x = ce_ref::logits<T>(n, k, seed, c.capped ? 8.0 : 3.0);
+  const smax::CrossEntropyOptions o = ce_ref::options_of(c, k, seed);
+  const RowMat<T> t = ce_ref::probs<T>(n, k, seed + 2);
+  const auto yv = ce_ref::to_eigen(ce_ref::labels_of(c, n, k, seed + 2));
+  const auto run = [&](Index stride) {
+    ColMat<T> bx(stride, k), bt(stride, k), bg = ColMat<T>::Constant(stride, k, T(-7));
+    bx.topRows(n) = x;
+    bt.topRows(n) = t;
+    auto g = bg.topRows(n);
+    const T loss = probs ? smax::cross_entropy(bx.topRows(n), bt.topRows(n), g, o)
+                         : smax::cross_entropy(bx.topRows(n), yv, g, o);
+    return std::make_pair(loss, RowMat<T>(g));
+  };
+  const auto crowded = run(4096 / static_cast<Index>(sizeof(T)));
+  const auto spread = run(4096 / static_cast<Index>(sizeof(T)) + l);
+  CHECK(ce_ref::same_bits_scalar(crowded.first, spread.first));
+  CHECK(ce_ref::same_bits(crowded.second, spread.second));
+}
+
 // ---- label vectors and target views
 // --------------------------------------------------------------
 

@@ -6,6 +6,8 @@
 #include "reference.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -261,6 +263,58 @@ TEMPLATE_TEST_CASE("fewer distributions than lanes, interleaved in memory (every
   REQUIRE(lay.cs == n);
   const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
   check_every_kernel<Arch>(n, k, lay, x, s);
+}
+
+TEMPLATE_TEST_CASE("distributions across memory on a few 4 KiB offsets go through tiles",
+                   "[kernels]", float, double) {
+  // A column-major batch whose class stride is 4 KiB: every class vector of a group on one L1
+  // set. Groups of more than 4 and up to 128 classes are copied into a stack tile and run there
+  // (crowded), with the arithmetic of the direct loop: against the reference, and the same bits
+  // as a class stride one vector longer, which the driver runs in place.
+  using T = TestType;
+  namespace d = smax::detail;
+  using Arch = d::best_arch;
+  using V = d::vec_t<T, Arch>;
+  const Index l = ref::lanes<T>;
+  const Index n = GENERATE_COPY(values<Index>({l, 2 * l + 3}));
+  const Index k = GENERATE(Index(2), Index(4), Index(5), Index(8), Index(9), Index(17), Index(64),
+                           Index(128), Index(129));
+  const Index stride = 4096 / static_cast<Index>(sizeof(T));
+  INFO(Arch::name() << ", " << ref::type_name<T>() << ", K = " << k << ", N = " << n);
+  const layout crowded(path::across, n, k, stride - n), spread(path::across, n, k, stride + l - n);
+  REQUIRE(crowded.cs == stride);
+  const RowMatX<T> x = ref::logits<T>(ref::scenario::mixed, n, k, ref::seed_of(21, n, k));
+  const std::vector<T> xc = place(x, crowded, T(0)), xs = place(x, spread, T(0));
+  if (!d::is_scalar_v<V>) {
+    CHECK(d::crowded<V>(view(xc, crowded), k));
+    CHECK(!d::crowded<V>(view(xs, spread), k));
+  }
+  check_every_kernel<Arch>(n, k, crowded, x, ref::scenario::mixed);
+  // The same bits either way (the elements each layout holds, compared in place), or NaN in both:
+  // which NaN an operation returns depends on the order of its operands in the instruction.
+  std::vector<T> yc(xc.size()), ys(xs.size());
+  const auto same = [&](const char* what) {
+    INFO(what);
+    for (Index i = 0; i < n; ++i)
+      for (Index j = 0; j < k; ++j) {
+        const T a = yc[static_cast<std::size_t>(crowded.at(i, j))];
+        const T b = ys[static_cast<std::size_t>(spread.at(i, j))];
+        REQUIRE((std::memcmp(&a, &b, sizeof a) == 0 || (std::isnan(a) && std::isnan(b))));
+      }
+  };
+  d::softmax<Arch>(n, k, view(xc, crowded), view(yc, crowded));
+  d::softmax<Arch>(n, k, view(xs, spread), view(ys, spread));
+  same("softmax");
+  d::log_softmax<Arch>(n, k, view(xc, crowded), view(yc, crowded));
+  d::log_softmax<Arch>(n, k, view(xs, spread), view(ys, spread));
+  same("log_softmax");
+  std::vector<T> dxc(xc.size()), dxs(xs.size());
+  d::softmax_backward<Arch>(n, k, view(xc, crowded), view(std::as_const(yc), crowded),
+                            view(dxc, crowded));
+  d::softmax_backward<Arch>(n, k, view(xs, spread), view(std::as_const(ys), spread),
+                            view(dxs, spread));
+  yc = dxc, ys = dxs;
+  same("softmax_backward");
 }
 
 TEMPLATE_TEST_CASE("the scalar fallback and the SIMD kernels agree closely", "[kernels]", float,

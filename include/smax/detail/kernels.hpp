@@ -1072,9 +1072,9 @@ struct no_dense_tile {
 template <class V>
 using dense_tile_t = std::conditional_t<has_permute2<V>(), dense_tile<V>, no_dense_tile>;
 
-/// How run() hands an array to a rows-in-lanes tile of up to Max classes: inputs are copied in
-/// transposed, outputs are computed in the tile and copied back; per-distribution and per-class
-/// arrays pass through.
+/// How run() hands an array to a tile of up to Max classes: inputs are copied in (transposed,
+/// for rows in lanes), outputs are computed in the tile and copied back; per-distribution and
+/// per-class arrays pass through.
 template <class A, class V, index_t Max>
 struct tile_slot {
   void init(const A&, index_t) noexcept {}
@@ -1088,13 +1088,17 @@ struct tile_slot<strided<const U>, V, Max> {
   alignas(64) T buf[Max * L];
   dense_tile_t<V> dense;
   bool is_dense = false;
+  bool copy = false;  // distributions across memory (class stride not 1): copied, not transposed
   void init(const strided<const U>& a, index_t k) noexcept {
-    is_dense = dense.fits(a.ds, k);
+    copy = a.cs != 1;
+    is_dense = !copy && dense.fits(a.ds, k);
     if (is_dense) dense.init(k);
   }
   SMAX_ALWAYS_INLINE strided<const T> in(const strided<const U>& a, index_t k,
                                          index_t rows) noexcept {
-    if (is_dense) {
+    if (copy) {
+      for (index_t j = 0; j < k; ++j) detail::store(buf + j * L, load_as<V>(a.p + j * a.cs));
+    } else if (is_dense) {
       dense.in(a.p, buf);
     } else {
       tile_in<V>(a.p, a.ds, k, (rows - 1) * a.ds + k, buf);
@@ -1111,8 +1115,10 @@ struct tile_slot<strided<U>, V, Max> {
   dense_tile_t<V> dense;
   bool is_dense = false;
   strided<U> dst{nullptr, 0, 0};
+  bool copy = false;
   void init(const strided<U>& a, index_t k) noexcept {
-    is_dense = a.p != nullptr && dense.fits(a.ds, k);
+    copy = a.cs != 1;
+    is_dense = a.p != nullptr && !copy && dense.fits(a.ds, k);
     if (is_dense) dense.init(k);
   }
   SMAX_ALWAYS_INLINE strided<T> in(const strided<U>& a, index_t, index_t) noexcept {
@@ -1121,7 +1127,9 @@ struct tile_slot<strided<U>, V, Max> {
   }
   SMAX_ALWAYS_INLINE void out(index_t k) noexcept {
     if (dst.p == nullptr) return;
-    if (is_dense) {
+    if (copy) {
+      for (index_t j = 0; j < k; ++j) store_as(dst.p + j * dst.cs, detail::load<V>(buf + j * L));
+    } else if (is_dense) {
       dense.out(buf, dst.p);
     } else {
       tile_out<V>(buf, k, dst.p, dst.ds);
@@ -1141,6 +1149,34 @@ SMAX_FLATTEN void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slo
     op(g, std::get<I>(slots).in(arrays.at(i), k, n - i)...);
     (std::get<I>(slots).out(k), ...);
   }
+}
+
+/// Across groups whose class vectors fall on a few of the 4 KiB offsets that index the L1 cache
+/// (and that the store buffer compares loads with): a column-major batch of N rows where N times
+/// the element size is a multiple of 2 KiB (within a vector). With more such vectors than an L1
+/// set has ways (8), every pass misses L1: column-major softmax of 2048 x 32 floats ran at
+/// 0.95-1.1 G elements/s, against 2.5-2.6 at 2064 x 32 (Zen 4). Such groups are copied into a
+/// stack tile of up to crowded_max classes per array (8 KiB with AVX-512), run there, and copied
+/// back (the same arithmetic, so the same bits). That gave 1.2-1.7 G/s at 1024 x 32, 2048 x 32,
+/// 4096 x 16 and 2048 x 64 (the copies still fill one L1 set), and 1.44-1.53 against 1.16-1.35
+/// at 8192 x 6 and 8192 x 8; up to crowded_min classes lose more to the copies than they gain
+/// (K = 2 and 4: 1.13-1.53 against 1.32-1.66 G/s).
+inline constexpr index_t crowded_min = 4;
+inline constexpr index_t crowded_max = 128;
+template <class V, class U>
+bool crowded(const strided<U>& a, index_t k) noexcept {
+  constexpr std::uint64_t page = 4096, span = static_cast<std::uint64_t>(lanes<V>) * sizeof(U);
+  const std::uint64_t step = static_cast<std::uint64_t>(a.cs < 0 ? -a.cs : a.cs) * sizeof(U) % page;
+  // Two class vectors at most 2 apart on overlapping offsets.
+  for (index_t d = 1; d < k && d <= 2; ++d) {
+    const std::uint64_t off = static_cast<std::uint64_t>(d) * step % page;
+    if (a.p != nullptr && (off < span || page - off < span)) return true;
+  }
+  return false;
+}
+template <class V, class A>
+bool crowded(const A&, index_t) noexcept {
+  return false;
 }
 
 template <class V, class Op, class... Arrays>
@@ -1175,6 +1211,11 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
       if (how.interleaved) {
         op(interleaved_group<V>(k, n), arrays...);
         return;
+      }
+      // Class vectors on a few 4 KiB offsets: each group's copied into a stack tile first.
+      if (n >= lanes<V> && k > crowded_min && k <= crowded_max && (crowded<V>(arrays, k) || ...)) {
+        std::tuple<tile_slot<Arrays, V, crowded_max>...> slots;
+        run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
       }
     }
     run_across<V>(i, n, k, op, arrays...);
