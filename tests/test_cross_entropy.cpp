@@ -134,18 +134,24 @@ TEMPLATE_TEST_CASE("loss and gradient match the long double reference for every 
 TEMPLATE_TEST_CASE("fewer rows than lanes, column-major and packed: every such batch",
                    "[cross_entropy][interleaved]", float, double) {
   // 1 < N < L rows of a plain column-major matrix are read as one interleaved array (lane l of
-  // each vector holds row l mod N, a vector every w = floor(L / N) * N elements; N = L takes the
-  // across group). Against the long double reference for labels and probability targets, a
-  // few option sets, mean and per-row; in place gives the same bits as out of place.
+  // vector t holds row (t w + l) mod N; N = L takes the across group). Against the long double
+  // reference for labels and probability targets, a few option sets, mean and per-row; in place
+  // gives the same bits as out of place.
   using T = TestType;
   const Index l = ce_ref::lanes<T>;
   std::vector<Index> batches;
   for (Index n = 2; n <= l; ++n) batches.push_back(n);
   const Index n = GENERATE_COPY(from_range(batches));
-  const Index pv = l / n;  // classes per vector
-  std::vector<Index> ks = {1, 2, pv, pv + 1, 2 * pv + 1, 16 * pv + 1, 17 * pv - 1, 300};
+  const Index pv = l / n;  // classes per vector (a vector every floor(L / N) N elements)
+  Index gcd = l, b = n;
+  while (b != 0) gcd = std::exchange(b, gcd % b);
+  const Index period = l / gcd;  // classes per period (a vector every L elements, N / gcd phases)
+  std::vector<Index> ks = {1,           2,           pv,         pv + 1,     2 * pv + 1,
+                           16 * pv + 1, 17 * pv - 1, period - 1, period + 1, 16 * period + 1,
+                           300};
   std::sort(ks.begin(), ks.end());
   ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
+  if (ks.front() == 0) ks.erase(ks.begin());  // N = L: one class per period
   const Index k = GENERATE_COPY(from_range(ks));
   // Plain; weights and smoothing; z-loss and soft-cap; ignored rows; everything.
   const int m = GENERATE(0, 3, 12, 16, 31);

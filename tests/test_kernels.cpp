@@ -118,6 +118,7 @@ std::vector<Index> kernel_class_counts() {
                           129,   16 * l - 1, 16 * l, 16 * l + 1, 64 * l + 3, 1000};
   std::sort(k.begin(), k.end());
   k.erase(std::unique(k.begin(), k.end()), k.end());
+  if (k.front() == 0) k.erase(k.begin());  // n = L: one class per period
   return k;
 }
 template <class T>
@@ -219,12 +220,19 @@ TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar
   check_every_kernel<Arch>(n, k, lay, x, ref::scenario::standard);
 }
 
-/// K for n interleaved distributions (a vector every w = floor(L / n) * n elements): a few
-/// classes, one element either side of whole vectors and of the 16-vector summation blocks,
-/// several blocks, a long row.
+/// K for n interleaved distributions (a vector every w = floor(L / n) * n elements, or every L
+/// elements in P = n / gcd(n, L) phases): a few classes, one element either side of whole
+/// vectors, of a period of the phases and of the 16-vector summation blocks, several blocks, a
+/// long row.
 std::vector<Index> interleaved_class_counts(Index l, Index n) {
   const Index per_vector = l / n;  // classes per vector
+  Index gcd = l, b = n;
+  while (b != 0) gcd = std::exchange(b, gcd % b);
+  const Index period = l / gcd;  // classes per period of the phases
   std::vector<Index> k = {1,
+                          period - 1,
+                          period + 1,
+                          16 * period + 1,
                           2,
                           3,
                           per_vector,
@@ -261,8 +269,36 @@ TEMPLATE_TEST_CASE("fewer distributions than lanes, interleaved in memory (every
                     << ", inputs: " << ref::name(s));
   const layout lay(path::across, n, k, 0);
   REQUIRE(lay.cs == n);
+  if (n < l) {  // every lane where lanes permute (then P = N / gcd(N, L) phases), else w of them
+    using V = d::vec_t<T, Arch>;
+    const d::interleaved_group<V> g(k, n);
+    CHECK(g.w == (d::has_permute2<V>() ? l : l / n * n));
+    Index gcd = l, b = n;
+    while (b != 0) gcd = std::exchange(b, gcd % b);
+    CHECK(g.phases == (d::has_permute2<V>() ? n / gcd : 1));
+  }
   const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
   check_every_kernel<Arch>(n, k, lay, x, s);
+}
+
+TEMPLATE_TEST_CASE("an interleaved block too large for every lane keeps floor(L / N) N of them",
+                   "[kernels]", float, double) {
+  // Beyond phased_max_bytes the interleaved group reads a vector every floor(L / N) N elements
+  // (one phase), where L - 1 rows use L - 1 lanes: one block just past the bound.
+  using T = TestType;
+  namespace d = smax::detail;
+  using Arch = d::best_arch;
+  using G = d::interleaved_group<d::vec_t<T, Arch>>;
+  const Index n = ref::lanes<T> - 1;
+  if (n < 2) return;  // no interleaved batches (SSE2 doubles)
+  const Index k =
+      static_cast<Index>(G::phased_max_bytes / (static_cast<std::size_t>(n) * sizeof(T))) + 1;
+  INFO(Arch::name() << ", " << ref::type_name<T>() << ", K = " << k << ", N = " << n);
+  REQUIRE(G(k, n).phases == 1);
+  REQUIRE(G(k, n).w == n);
+  const layout lay(path::across, n, k, 0);
+  const RowMatX<T> x = ref::logits<T>(ref::scenario::standard, n, k, ref::seed_of(22, n, k));
+  check_every_kernel<Arch>(n, k, lay, x, ref::scenario::standard);
 }
 
 TEMPLATE_TEST_CASE("distributions across memory on a few 4 KiB offsets go through tiles",

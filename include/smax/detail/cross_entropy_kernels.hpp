@@ -332,7 +332,7 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
         }
       }
       if constexpr (G::label_in_pass) gv = select(io.is_class(lab), io.splat(gy), gv);
-      io.store(gr, keep_valid(lab, gv));
+      io.store(gr, keep_valid_at(io, lab, gv));
     };
     if (exps != nullptr) {
       g.for_each_stream(gr, pass3);
