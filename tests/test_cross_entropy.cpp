@@ -6,6 +6,7 @@
 #include "ce_reference.hpp"
 
 #include <cstdint>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -143,9 +144,8 @@ TEMPLATE_TEST_CASE("fewer rows than lanes, column-major and packed: every such b
   for (Index n = 2; n <= l; ++n) batches.push_back(n);
   const Index n = GENERATE_COPY(from_range(batches));
   const Index pv = l / n;  // classes per vector (a vector every floor(L / N) N elements)
-  Index gcd = l, b = n;
-  while (b != 0) gcd = std::exchange(b, gcd % b);
-  const Index period = l / gcd;  // classes per period (a vector every L elements, N / gcd phases)
+  const Index period =
+      l / std::gcd(l, n);  // classes per period (a vector every L elements, N / gcd phases)
   std::vector<Index> ks = {1,           2,           pv,         pv + 1,     2 * pv + 1,
                            16 * pv + 1, 17 * pv - 1, period - 1, period + 1, 16 * period + 1,
                            300};

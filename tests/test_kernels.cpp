@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -226,9 +227,7 @@ TEMPLATE_TEST_CASE("raw kernels match the reference on every memory path, scalar
 /// long row.
 std::vector<Index> interleaved_class_counts(Index l, Index n) {
   const Index per_vector = l / n;  // classes per vector
-  Index gcd = l, b = n;
-  while (b != 0) gcd = std::exchange(b, gcd % b);
-  const Index period = l / gcd;  // classes per period of the phases
+  const Index period = l / std::gcd(l, n);  // classes per period of the phases
   std::vector<Index> k = {1,
                           period - 1,
                           period + 1,
@@ -273,9 +272,7 @@ TEMPLATE_TEST_CASE("fewer distributions than lanes, interleaved in memory (every
     using V = d::vec_t<T, Arch>;
     const d::interleaved_group<V> g(k, n);
     CHECK(g.w == (d::has_permute2<V>() ? l : l / n * n));
-    Index gcd = l, b = n;
-    while (b != 0) gcd = std::exchange(b, gcd % b);
-    CHECK(g.phases == (d::has_permute2<V>() ? n / gcd : 1));
+    CHECK(g.phases == (d::has_permute2<V>() ? n / std::gcd(n, l) : 1));
   }
   const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(static_cast<std::uint64_t>(s), n, k));
   check_every_kernel<Arch>(n, k, lay, x, s);

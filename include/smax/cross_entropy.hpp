@@ -404,7 +404,8 @@ struct shard_job {
       if (!in_place && overlap(span_of(g, n, k), span_of(x, n, k)))
         throw std::invalid_argument(std::string(fn) +
                                     ": grad overlaps the logits without being the logits");
-      if (loop_of<vec_t<T, best_arch>>(n, k, x, g) != loop_of<vec_t<T, best_arch>>(n, k, x)) {
+      using V = vec_t<T, best_arch>;
+      if (loop_of<V>(n, k, x, g) != loop_of<V>(n, k, x)) {
         grad_tmp.resize(n, k);
         g = dist_view(grad_tmp, true);
       }

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <tuple>
 #include <utility>
 
@@ -784,14 +785,8 @@ struct interleaved_group {
   interleaved_group(index_t k_, index_t n_) noexcept : k(k_), n(n_) {
     const bool all =
         has_permute2<V>() && static_cast<std::size_t>(n * k) * sizeof(T) <= phased_max_bytes;
-    index_t g = L, b = n;  // gcd(L, n)
-    while (b != 0) {
-      const index_t r = g % b;
-      g = b;
-      b = r;
-    }
     w = all ? L : L / n * n;
-    phases = all ? n / g : 1;
+    phases = all ? n / std::gcd(n, L) : 1;
     period = phases * w / n;
     nv = (n * k + w - 1) / w;
     last = n * k - (nv - 1) * w;
