@@ -166,20 +166,22 @@ void BM_torch(benchmark::State& st) {
 template <Op op>
 void register_op() {
   const std::string prefix = std::string("BM_") + name(op) + "_";
-  auto add = [&](const char* impl, void (*fn)(benchmark::State&)) {
-    benchmark::RegisterBenchmark((prefix + impl).c_str(), fn)->Apply(sweep);
+  // small: also every other K below 17 (row-major, cache-resident).
+  auto add = [&](const char* impl, void (*fn)(benchmark::State&), bool small = false) {
+    auto* b = benchmark::RegisterBenchmark((prefix + impl).c_str(), fn)->Apply(sweep);
+    if (small) b->Apply(small_k);
   };
-  add("smax_row", BM_smax<op, Eigen::RowMajor>);
+  add("smax_row", BM_smax<op, Eigen::RowMajor>, true);
   add("smax_col", BM_smax<op, Eigen::ColMajor>);
-  add("eigen_loop_row", BM_eigen_loop<op>);
+  add("eigen_loop_row", BM_eigen_loop<op>, true);
   add("eigen_expr_row", BM_eigen_expr<op, Eigen::RowMajor>);
   add("eigen_expr_col", BM_eigen_expr<op, Eigen::ColMajor>);
 #ifdef SMAX_BENCH_HAVE_DNNL
-  add("dnnl_row", BM_dnnl<op, Eigen::RowMajor>);
+  add("dnnl_row", BM_dnnl<op, Eigen::RowMajor>, true);
   add("dnnl_col", BM_dnnl<op, Eigen::ColMajor>);
 #endif
 #ifdef SMAX_BENCH_HAVE_TORCH
-  add("torch_row", BM_torch<op, Eigen::RowMajor>);
+  add("torch_row", BM_torch<op, Eigen::RowMajor>, true);
   add("torch_col", BM_torch<op, Eigen::ColMajor>);
 #endif
 }

@@ -53,6 +53,16 @@ inline void sweep(benchmark::internal::Benchmark* b) {
   b->ArgNames({"K", "total"})->ArgsProduct({kClasses, kTotals})->Unit(benchmark::kMicrosecond);
 }
 
+/// The other class counts below 17, cache-resident only: with kClasses, every K = 2..16, where
+/// rows run in SIMD lanes, for the row-major softmax, log_softmax and cross-entropy of smax and
+/// of the peers they are compared with (each K is its own loop in smax).
+inline const std::vector<int64_t> kSmallClasses = {3, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15};
+inline void small_k(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"K", "total"})
+      ->ArgsProduct({kSmallClasses, {kTotals.front()}})
+      ->Unit(benchmark::kMicrosecond);
+}
+
 struct Shape {
   Index n;             ///< distributions (rows)
   Index k;             ///< classes per distribution

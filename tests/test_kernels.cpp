@@ -106,17 +106,17 @@ strided<T> view(std::vector<T>& buf, const layout& lay) {
 }
 
 /// K and N around the vector width of T in this build: the across path's groups of rows, the
-/// contiguous path's vectors, partial tails and 16-vector summation blocks, half a vector (the
-/// largest K of dense tiles), and around the largest K that the contiguous path processes with
-/// rows in lanes: L (backward passes) and 64 (softmax, log_softmax, logsumexp). 127-129, around
-/// cross-entropy's limit (its tiles are tested in test_cross_entropy), are rows here.
+/// contiguous path's vectors, partial tails and 16-vector summation blocks, half a vector, 3/8 of
+/// one (the largest K of dense tiles), and around the largest K that the contiguous path processes
+/// with rows in lanes: L (backward passes) and 64 (softmax, log_softmax, logsumexp). 127-129,
+/// around cross-entropy's limit (its tiles are tested in test_cross_entropy), are rows here.
 template <class T>
 std::vector<Index> kernel_class_counts() {
-  const Index l = ref::lanes<T>, h = l / 2 > 1 ? l / 2 : 2;
-  std::vector<Index> k = {0,     1,          2,      3,          h - 1,      h,         h + 1,
-                          l - 1, l,          l + 1,  2 * l + 1,  4 * l,      4 * l + 1, 15,
-                          16,    17,         63,     64,         65,         127,       128,
-                          129,   16 * l - 1, 16 * l, 16 * l + 1, 64 * l + 3, 1000};
+  const Index l = ref::lanes<T>, h = l / 2 > 1 ? l / 2 : 2, dense = 3 * l / 8;
+  std::vector<Index> k = {
+      0,  1,     2,         3,     h - 1,      h,      h + 1,      dense,      dense + 1, l - 1,
+      l,  l + 1, 2 * l + 1, 4 * l, 4 * l + 1,  15,     16,         17,         63,        64,
+      65, 127,   128,       129,   16 * l - 1, 16 * l, 16 * l + 1, 64 * l + 3, 1000};
   std::sort(k.begin(), k.end());
   k.erase(std::unique(k.begin(), k.end()), k.end());
   if (k.front() == 0) k.erase(k.begin());  // n = L: one class per period
@@ -296,6 +296,28 @@ TEMPLATE_TEST_CASE("an interleaved block too large for every lane keeps floor(L 
   const layout lay(path::across, n, k, 0);
   const RowMatX<T> x = ref::logits<T>(ref::scenario::standard, n, k, ref::seed_of(22, n, k));
   check_every_kernel<Arch>(n, k, lay, x, ref::scenario::standard);
+}
+
+TEMPLATE_TEST_CASE("rows in lanes at every K up to the vector width, each K its own loop",
+                   "[kernels]", float, double) {
+  // Rows of 2 to L classes run in tiles whose class count is a compile-time constant (one
+  // instantiation per K, each inlining the kernel; dense tiles up to 3L/8 classes, square
+  // transposes above): every kernel against the reference, in place and out, and nothing
+  // outside the rows written. (Not bit for bit against the column-major batch, whose groups
+  // run the same operations with a run-time K: under GCC's default -ffp-contract=fast, which
+  // multiply-adds become FMAs depends on how each instantiation is optimized.)
+  using T = TestType;
+  using Arch = smax::detail::best_arch;
+  const Index l = ref::lanes<T>;
+  const Index k = GENERATE_COPY(range(Index(1), l + 2));
+  const Index n = GENERATE_COPY(values<Index>({l, 2 * l + 3}));
+  const Index pad = GENERATE(0, 3);
+  const ref::scenario s = GENERATE(ref::scenario::standard, ref::scenario::mixed);
+  INFO(Arch::name() << ", " << ref::type_name<T>() << ", K = " << k << ", N = " << n << ", padding "
+                    << pad << ", inputs: " << ref::name(s));
+  const layout rows(path::contiguous, n, k, pad);
+  const RowMatX<T> x = ref::logits<T>(s, n, k, ref::seed_of(23, n, k));
+  check_every_kernel<Arch>(n, k, rows, x, s);
 }
 
 TEMPLATE_TEST_CASE("distributions across memory on a few 4 KiB offsets go through tiles",

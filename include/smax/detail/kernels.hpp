@@ -1107,7 +1107,7 @@ SMAX_ALWAYS_INLINE void tile_out(const scalar_of<V>* buf, index_t k, U* p, index
   }
 }
 
-/// The transposes of a dense tile: L rows of k <= L/2 classes that follow each other in memory
+/// The transposes of a dense tile: L rows of k <= 3L/8 classes that follow each other in memory
 /// (row stride k) are k whole vectors, and column j of the tile (lane l: element l k + j) is
 /// gathered from them by ceil(k/2) two-vector permutes, each keeping the lanes whose element its
 /// pair of vectors holds; out() is the inverse. At K = 2 on AVX-512 that is 2 permutes each way
@@ -1118,15 +1118,16 @@ struct dense_tile {
   using IV = lane_index_t<V>;
   using I = typename vec_traits<V>::int_type;
   static constexpr index_t L = lanes<V>;
-  index_t k = 0;
   IV in_base;          // lane l: l k, the element of class 0 in row l
   IV out_base[L / 2];  // lane t of row vector r (element r L + t = l k + j): j L + l
 
-  /// Whether a tile of rows with row stride ds and k classes is dense, and fits these transposes.
-  static bool fits(index_t ds, index_t k) noexcept { return ds == k && 2 * k <= L; }
+  /// Whether a tile of rows with row stride ds and k classes is dense, and cheaper through these
+  /// transposes than the square ones: up to 3L/8 classes. The permutes grow as k²/2; with 16
+  /// floats (Zen 4, softmax, 2^16 elements), the square transposes took 1.3x the time at K = 5,
+  /// the same at 6, and 0.85x / 0.8x at 7 / 8.
+  static bool fits(index_t ds, index_t k) noexcept { return ds == k && 8 * k <= 3 * L; }
 
-  void init(index_t classes) noexcept {
-    k = classes;
+  void init(index_t k) noexcept {
     alignas(64) I b[L];
     for (index_t l = 0; l < L; ++l) b[l] = static_cast<I>(l * k);
     in_base = IV::load_aligned(b);
@@ -1145,7 +1146,7 @@ struct dense_tile {
   /// vector pairs with itself; no lane reads its upper half). at(r) loads vector r where it is
   /// (a copy into a local array of run-time length would be a call to memcpy).
   template <class F>
-  SMAX_ALWAYS_INLINE V gather(F at, const IV& base, index_t shift) const noexcept {
+  SMAX_ALWAYS_INLINE V gather(F at, const IV& base, index_t shift, index_t k) const noexcept {
     IV idx = base + IV(static_cast<I>(shift));
     V acc = permute2(at(0), at(1), idx);
     for (index_t q = 2; q < k; q += 2) {
@@ -1158,15 +1159,15 @@ struct dense_tile {
 
   /// The tile's rows at p (L k elements) into buf transposed: buf[j L + l] = p[l k + j].
   template <class U>
-  SMAX_ALWAYS_INLINE void in(const U* p, T* buf) const noexcept {
+  SMAX_ALWAYS_INLINE void in(const U* p, T* buf, index_t k) const noexcept {
     const auto at = [p](index_t r) { return load_as<V>(p + r * L); };
-    for (index_t j = 0; j < k; ++j) detail::store(buf + j * L, gather(at, in_base, j));
+    for (index_t j = 0; j < k; ++j) detail::store(buf + j * L, gather(at, in_base, j, k));
   }
   /// The inverse of in(): p[l k + j] = buf[j L + l], L k elements stored as k whole vectors.
   template <class U>
-  SMAX_ALWAYS_INLINE void out(const T* buf, U* p) const noexcept {
+  SMAX_ALWAYS_INLINE void out(const T* buf, U* p, index_t k) const noexcept {
     const auto at = [buf](index_t j) { return detail::load<V>(buf + j * L); };
-    for (index_t r = 0; r < k; ++r) store_as(p + r * L, gather(at, out_base[r], 0));
+    for (index_t r = 0; r < k; ++r) store_as(p + r * L, gather(at, out_base[r], 0, k));
   }
 };
 /// What a tile slot holds where there is no permute2: never dense.
@@ -1174,9 +1175,9 @@ struct no_dense_tile {
   static bool fits(index_t, index_t) noexcept { return false; }
   void init(index_t) noexcept {}
   template <class U, class T>
-  void in(const U*, T*) const noexcept {}
+  void in(const U*, T*, index_t) const noexcept {}
   template <class T, class U>
-  void out(const T*, U*) const noexcept {}
+  void out(const T*, U*, index_t) const noexcept {}
 };
 template <class V>
 using dense_tile_t = std::conditional_t<has_permute2<V>(), dense_tile<V>, no_dense_tile>;
@@ -1208,7 +1209,7 @@ struct tile_slot<strided<const U>, V, Max> {
     if (copy) {
       for (index_t j = 0; j < k; ++j) detail::store(buf + j * L, load_as<V>(a.p + j * a.cs));
     } else if (is_dense) {
-      dense.in(a.p, buf);
+      dense.in(a.p, buf, k);
     } else {
       tile_in<V>(a.p, a.ds, k, (rows - 1) * a.ds + k, buf);
     }
@@ -1239,19 +1240,36 @@ struct tile_slot<strided<U>, V, Max> {
     if (copy) {
       for (index_t j = 0; j < k; ++j) store_as(dst.p + j * dst.cs, detail::load<V>(buf + j * L));
     } else if (is_dense) {
-      dense.out(buf, dst.p);
+      dense.out(buf, dst.p, k);
     } else {
       tile_out<V>(buf, k, dst.p, dst.ds);
     }
   }
 };
 
+/// f(std::integral_constant<index_t, k>{}) when 2 <= k <= lanes<V>, else f(k): rows-in-lanes
+/// tiles of up to a vector of classes get a loop of their own per K, in which the loops over
+/// classes (the transposes, and the kernel body, inlined into it) have constant trip counts. At
+/// these K such loops are most of the time: 16 floats (Zen 4, 2^16 elements), a run-time K took
+/// 1.2-1.7x the time of softmax, 1.1-1.4x of log_softmax, 1.0-1.5x of softmax_backward. The fused
+/// cross-entropy, whose rows spend longer on labels, logs and sums, gained 3-16% for twice the
+/// compile time of its tests, and keeps one loop.
+template <class V, class F, index_t... K>
+SMAX_ALWAYS_INLINE void with_fixed_classes(index_t k, F&& f, std::integer_sequence<index_t, K...>) {
+  if (!((k == K + 2 ? (f(std::integral_constant<index_t, K + 2>{}), true) : false) || ...)) f(k);
+}
+template <class V, class F>
+SMAX_ALWAYS_INLINE void with_fixed_classes(index_t k, F&& f) {
+  with_fixed_classes<V>(k, f, std::make_integer_sequence<index_t, lanes<V> - 1>{});
+}
+
 /// The loops over groups of a few classes each (rows-in-lanes tiles, and distributions across
 /// memory): flattened, so that the kernel body and everything it calls is inlined per class.
-template <class V, class Op, class Tuple, class... Arrays, std::size_t... I>
-SMAX_FLATTEN void run_tiles(index_t& i, index_t n, index_t k, Op& op, Tuple& slots,
+template <class V, class K, class Op, class Tuple, class... Arrays, std::size_t... I>
+SMAX_FLATTEN void run_tiles(index_t& i, index_t n, K classes, Op& op, Tuple& slots,
                             std::index_sequence<I...>, const Arrays&... arrays) {
   constexpr index_t L = lanes<V>;
+  const index_t k = classes;
   const across_group<V> g{k};
   (std::get<I>(slots).init(arrays, k), ...);
   for (; i + L <= n; i += L) {
@@ -1307,7 +1325,13 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
     if constexpr (!is_scalar_v<V>) {
       if (tiled<V, Kind>(k) && n >= lanes<V>) {
         std::tuple<tile_slot<Arrays, V, tile_max<V>(Kind)>...> slots;
-        run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
+        if constexpr (Kind != tile_kind::fused) {
+          with_fixed_classes<V>(k, [&](auto kc) {
+            run_tiles<V>(i, n, kc, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
+          });
+        } else {
+          run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
+        }
       }
     }
     const contiguous_group<V> g{k};
