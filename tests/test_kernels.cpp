@@ -320,6 +320,26 @@ TEMPLATE_TEST_CASE("rows in lanes at every K up to the vector width, each K its 
   check_every_kernel<Arch>(n, k, rows, x, s);
 }
 
+TEMPLATE_TEST_CASE("the last rows of a batch across memory: copied into rows, or a partial vector",
+                   "[kernels]", float, double) {
+  // n mod L rows left past the last whole vector of rows: one or two of copied_row_min classes
+  // or more, and at most copied_row_bytes, are each copied into a contiguous stack row and run
+  // there; others run in one partial vector. Either side of each limit, every kernel against the
+  // reference, in place and out, nothing else written.
+  using T = TestType;
+  namespace d = smax::detail;
+  using Arch = d::best_arch;
+  const Index l = ref::lanes<T>;
+  const Index most = static_cast<Index>(d::copied_row_bytes / sizeof(T));
+  const Index k =
+      GENERATE_COPY(values<Index>({d::copied_row_min - 1, d::copied_row_min, most, most + 1}));
+  const Index n = GENERATE_COPY(values<Index>({1, 2, l + 1, l + 2, l + 3}));
+  INFO(Arch::name() << ", " << ref::type_name<T>() << ", K = " << k << ", N = " << n);
+  const layout lay(path::across, n, k, 1);
+  const RowMatX<T> x = ref::logits<T>(ref::scenario::mixed, n, k, ref::seed_of(24, n, k));
+  check_every_kernel<Arch>(n, k, lay, x, ref::scenario::mixed);
+}
+
 TEMPLATE_TEST_CASE("distributions across memory on a few 4 KiB offsets go through tiles",
                    "[kernels]", float, double) {
   // A column-major batch whose class stride is 4 KiB: every class vector of a group on one L1

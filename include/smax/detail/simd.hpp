@@ -26,9 +26,15 @@ using index_t = std::ptrdiff_t;  // Eigen::Index
 #if defined(__GNUC__) || defined(__clang__)
 #define SMAX_ALWAYS_INLINE __attribute__((always_inline)) inline
 #define SMAX_FLATTEN __attribute__((flatten))
+#define SMAX_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define SMAX_ALWAYS_INLINE inline
+#define SMAX_FLATTEN
+#define SMAX_NOINLINE __declspec(noinline)
 #else
 #define SMAX_ALWAYS_INLINE inline
 #define SMAX_FLATTEN
+#define SMAX_NOINLINE
 #endif
 
 /// Pseudo-architecture whose "vector" is one scalar: used when xsimd finds no SIMD instruction
