@@ -189,13 +189,42 @@ ce_stats<S> merge_stats(const ce_stats<S>& a, const ce_stats<S>& b) noexcept {
   return r;
 }
 
+/// Where pass 2 keeps an exp for pass 3: an array (the gradient, or a stack buffer), or
+/// kept_exps, which may keep only some.
+template <class IO, class U, class W>
+SMAX_ALWAYS_INLINE void keep_exp(const IO& io, const strided<U>& a, const W& e) noexcept {
+  io.store(a, e);
+}
+template <class IO, class T, class W>
+SMAX_ALWAYS_INLINE void keep_exp(const IO& io, const kept_exps<T>& a, const W& e) noexcept {
+  a.keep(io, e);
+}
+template <class IO, class U>
+SMAX_ALWAYS_INLINE bool has_exp(const IO&, const strided<U>&) noexcept {
+  return true;
+}
+template <class IO, class T>
+SMAX_ALWAYS_INLINE bool has_exp(const IO& io, const kept_exps<T>& a) noexcept {
+  return a.has(io);
+}
+template <class IO, class U>
+SMAX_ALWAYS_INLINE auto load_exp(const IO& io, const strided<U>& a) noexcept {
+  return io.load(a);
+}
+template <class IO, class T>
+SMAX_ALWAYS_INLINE auto load_exp(const IO& io, const kept_exps<T>& a) noexcept {
+  return a.load(io);
+}
+
 /// The statistics pass: pass 1 (max) and pass 2 (exp, the sum without the label's class, the
 /// smoothing sum). With Store, the gradient buffer keeps exp(x − shift) for the finish (or, when
-/// capped, the capped logits); `src` is set to where the (capped) logits can be read again.
-template <bool Store, bool General, class G, class X, class T, class Lab>
+/// capped, the capped logits); `src` is set to where the (capped) logits can be read again. gr
+/// may instead be the float exps of a 16-bit gradient (kept_exps), never with a cap.
+template <bool Store, bool General, class G, class X, class T, class Lab, class Sink>
 ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const X>& x, const Lab& lab,
-                                           const strided<X>& gr, const ce_params<T>& prm,
+                                           const Sink& gr, const ce_params<T>& prm,
                                            strided<const X>& src) {
+  constexpr bool in_grad = std::is_same<Sink, strided<X>>::value;
   using S = typename G::state;
   const T zero(0), one(1);
   const bool capped = General && prm.cap > 0;
@@ -212,12 +241,16 @@ ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const X>& x
     if constexpr (General) {
       if (capped) {
         v = cap(v);
-        if constexpr (Store) io.store(gr, v);
+        if constexpr (Store && in_grad) io.store(gr, v);
       }
     }
     return v;
   });
-  src = capped && Store ? strided<const X>{gr.p, gr.ds, gr.cs} : x;
+  if constexpr (in_grad) {
+    src = capped && Store ? strided<const X>{gr.p, gr.ds, gr.cs} : x;
+  } else {
+    src = x;
+  }
   const strided<const X> in = src;
   const bool recap = capped && !Store;
   const S shift = row_shift(m);
@@ -238,7 +271,7 @@ ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const X>& x
     const W d = v - io.splat(shift);
     const W e = exp_nonpos(d);
     if constexpr (Store) {
-      if (!capped) io.store(gr, e);
+      if (!capped) keep_exp(io, gr, e);
     }
     const W other = select(io.is_class(lab), W(zero), e);
     if constexpr (General) {
@@ -260,12 +293,13 @@ ce_stats<typename G::state> ce_label_stats(const G& g, const strided<const X>& x
 
 /// The finish: the loss from the statistics and, with HasGrad, pass 3 (the gradient). Stored:
 /// the gradient buffer holds exp(x − shift) from the statistics pass; otherwise exp is
-/// recomputed from `src` (capped logits, or logits to cap when Recap).
-template <bool HasGrad, bool General, class G, class X, class T, class Lab>
+/// recomputed from `src` (capped logits, or logits to cap when Recap). `exps`: where the exps are
+/// instead (a stack buffer, or kept_exps for a 16-bit gradient).
+template <bool HasGrad, bool General, class G, class X, class T, class Lab, class Sink = strided<X>>
 void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const Lab& lab,
                      const strided<const X>& src, bool stored, bool recap, const strided<X>& gr,
                      const per_dist<const T>& up, const per_dist<T>& losses,
-                     const ce_params<T>& prm, chunk_sums& tot, const strided<X>* exps = nullptr) {
+                     const ce_params<T>& prm, chunk_sums& tot, const Sink* exps = nullptr) {
   using S = typename G::state;
   const T zero(0), one(1);
   const bool capped = General && prm.cap > 0;
@@ -299,8 +333,14 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
     const T cap_c = prm.cap, inv_cap = capped ? one / prm.cap : zero;
     const T* w = prm.weights;
     // Where pass 2 stored the exps: the gradient buffer, or a stack buffer when the gradient
-    // streams (then written once, here).
-    const strided<X> ex = exps != nullptr ? *exps : gr;
+    // streams (then written once, here), or kept_exps.
+    const Sink ex = [&] {
+      if constexpr (std::is_same<Sink, strided<X>>::value) {
+        return exps != nullptr ? *exps : gr;
+      } else {
+        return *exps;
+      }
+    }();
     // The label's entry: p_y − 1 = −Σ_{c≠y} p_c, so a confident prediction keeps its gradient.
     // Written over pass 3's value for that class (in pass 3 itself, in across groups).
     S gy = zterm - coef * (st.sum_other * inv) + r_ce * S(eps_k) * (st.weight_sum - w_y);
@@ -312,8 +352,8 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
     const auto pass3 = [=](const auto& io) {
       using W = decltype(io.splat(coef));
       W p;
-      if (stored) {
-        p = io.load(ex);
+      if (stored && has_exp(io, ex)) {
+        p = load_exp(io, ex);
       } else {
         W v = io.load(src);
         if constexpr (General) {
@@ -359,18 +399,24 @@ void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const 
   }
   strided<const X> src = x;
   const bool capped = General && prm.cap > 0;
-  if constexpr (HasGrad && G::rows_contiguous && std::is_same<X, T>::value) {
-    // A large gradient streams: the exps wait in a stack buffer, and the gradient is written once.
-    if (prm.stream && !capped && g.begin == 0 && g.k <= scratch_elems<T>) {
-      alignas(64) T scratch[scratch_elems<T>];
-      const strided<X> ex{scratch, 0, 1};
+  if constexpr (HasGrad && G::rows_contiguous) {
+    // Pass 2's exps wait for pass 3, which writes the gradient once: in a stack buffer where it
+    // streams (rows up to the buffer), and in float where it is 16-bit (kept_exps).
+    alignas(64) T scratch[scratch_elems<T>];
+    const auto fused = [&](const auto& ex) {
       const auto st = ce_label_stats<true, General>(g, x, lab, ex, prm, src);
       ce_label_finish<true, General>(g, st, lab, src, true, false, gr, up, losses, prm, tot, &ex);
-      return;
+    };
+    if constexpr (is_narrow_v<X>) {
+      if (!capped && kept_exps<T>::usable(gr.p, x.p, g.begin, g.k))
+        return fused(kept_exps<T>(gr.p, g.begin, g.k, G::L, scratch));
+    } else {
+      if (prm.stream && !capped && g.begin == 0 && g.k <= scratch_elems<T>)
+        return fused(strided<X>{scratch, 0, 1});
     }
   }
-  // A 16-bit gradient keeps no intermediate (exps, capped logits) in its own precision: pass 3
-  // computes them again from the logits, and each entry is rounded once.
+  // Otherwise (capped, in place beyond the buffer, not aligned for floats) a 16-bit gradient
+  // keeps no intermediate in its own precision: pass 3 computes them again from the logits.
   constexpr bool keep = HasGrad && !is_narrow_v<X>;
   const auto st = ce_label_stats<keep, General>(g, x, lab, gr, prm, src);
   ce_label_finish<HasGrad, General>(g, st, lab, src, keep && !capped, capped && !keep, gr, up,

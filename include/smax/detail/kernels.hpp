@@ -1598,6 +1598,62 @@ inline constexpr std::size_t scratch_bytes = std::size_t{16} << 10;
 template <class T>
 inline constexpr index_t scratch_elems = static_cast<index_t>(scratch_bytes / sizeof(T));
 
+/// Where the float exps of a 16-bit output wait between the pass that computes them and the pass
+/// that writes the output (rounding each once), for a contiguous slice [b, k) of a distribution:
+/// in a stack buffer of scratch_elems (buf); for a longer slice, the first half in the output's
+/// own bytes (its 2 bytes per class hold half as many floats) and the next scratch_elems in the
+/// buffer, the rest computed again. The output pass runs in increasing class order: the output of
+/// class j overwrites only floats of classes before j.
+template <class T>
+struct kept_exps {
+  index_t b, mid, end;  // classes [b, mid) in the output's bytes, [mid, end) in buf
+  T* spill;
+  T* buf;
+
+  /// Whether the slice's exps can be kept so: always when they fit the buffer; else the output
+  /// must not be x itself (in place) and must be aligned for floats.
+  template <class U, class X>
+  static bool usable(const U* y, const X* x, index_t b, index_t k) noexcept {
+    return k - b <= scratch_elems<T> ||
+           (static_cast<const void*>(y) != static_cast<const void*>(x) &&
+            reinterpret_cast<std::uintptr_t>(y + b) % alignof(T) == 0);
+  }
+  template <class U>
+  kept_exps(U* y, index_t b_, index_t k, index_t lanes, T* buffer) noexcept
+      : b(b_),
+        mid(k - b_ <= scratch_elems<T> ? b_ : b_ + (k - b_) / 2 / lanes * lanes),
+        end(std::min(k, mid + scratch_elems<T>)),
+        spill(reinterpret_cast<T*>(static_cast<void*>(y + b_))),
+        buf(buffer) {
+    static_assert(2 * sizeof(U) == sizeof(T), "a 16-bit output of float exps");
+  }
+
+  template <class IO>
+  bool has(const IO& io) const noexcept {
+    return io.j < end;
+  }
+  template <class IO, class W>
+  void keep(const IO& io, const W& e) const noexcept {
+    if (io.j < mid) {
+      at(io, b).store(strided<T>{spill, 0, 1}, e);
+    } else if (io.j < end) {
+      at(io, mid).store(strided<T>{buf, 0, 1}, e);
+    }
+  }
+  template <class IO>
+  auto load(const IO& io) const noexcept {
+    return io.j < mid ? at(io, b).load(strided<T>{spill, 0, 1})
+                      : at(io, mid).load(strided<T>{buf, 0, 1});
+  }
+
+ private:
+  template <class IO>
+  static IO at(IO io, index_t origin) noexcept {
+    io.j -= origin;
+    return io;
+  }
+};
+
 /// Whether an output y of n x k streams (vectors V): large, not 16-bit, and every row made of
 /// whole aligned vectors (or a single row), so that all its stores stream: where ordinary stores
 /// of a row's partial first and last vectors share cache lines with the neighbouring rows'
@@ -1612,7 +1668,8 @@ bool streams(index_t n, index_t k, const strided<Y>& y) noexcept {
 }
 
 /// y = softmax(x): three passes (max; exp, sum and store; scale by one reciprocal). A large
-/// output of rows up to scratch_bytes keeps the exps in a stack buffer and streams y once.
+/// output of rows up to scratch_bytes keeps the exps in a stack buffer and streams y once; a
+/// 16-bit output keeps them in float (kept_exps) and is written once, by the last pass.
 template <class Arch = best_arch, class X, class Y>
 void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
   const bool stream = streams<vec_t<compute_t<X>, Arch>>(n, k, y);
@@ -1629,16 +1686,34 @@ void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads
             return e;
           });
         };
-        // A 16-bit output is rounded once, from float: the exps wait in a stack buffer (rows up
-        // to scratch_bytes) or are computed again by the last pass.
+        // A 16-bit output is rounded once, from float: the exps wait (kept_exps), or are computed
+        // again by the last pass (in place, or rows not aligned for floats, beyond the buffer).
         constexpr bool narrow_out = !std::is_same<std::decay_t<decltype(yi)>, strided<T>>::value;
         if constexpr (G::rows_contiguous) {
-          if ((stream || narrow_out) && g.begin == 0 && g.k <= scratch_elems<T>) {
+          if (stream && g.begin == 0 && g.k <= scratch_elems<T>) {
             alignas(64) T scratch[scratch_elems<T>];
             const strided<T> e{scratch, 0, 1};
             const auto inv = row_reciprocal(exp_pass(e));
             g.for_each_stream(yi, [=](const auto& io) { io.store(yi, io.load(e) * io.splat(inv)); });
             return;
+          }
+          if constexpr (narrow_out) {
+            if (kept_exps<T>::usable(yi.p, xi.p, g.begin, g.k)) {
+              alignas(64) T scratch[scratch_elems<T>];
+              const kept_exps<T> kept(yi.p, g.begin, g.k, G::L, scratch);
+              // One sum over the row, as in the float path: the same bits.
+              const auto inv = row_reciprocal(g.reduce_sum([=](const auto& io) {
+                const auto e = exp_nonpos(io.load(xi) - io.splat(shift));
+                kept.keep(io, e);
+                return e;
+              }));
+              g.for_each([=](const auto& io) {
+                const auto e =
+                    kept.has(io) ? kept.load(io) : exp_nonpos(io.load(xi) - io.splat(shift));
+                io.store(yi, e * io.splat(inv));
+              });
+              return;
+            }
           }
         }
         if constexpr (narrow_out) {

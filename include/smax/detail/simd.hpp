@@ -269,33 +269,124 @@ inline U narrow_to(const T& v) noexcept {
 
 namespace narrow_simd {
 // Vector conversions between float and 16-bit floats (8.1 xsimd has none). bf16 is the top half
-// of a float: widening is a 16-bit shift, narrowing rounds to nearest even and keeps NaN quiet.
-// half uses F16C where the compiler enables it. Each returns false when it has no vector path.
+// of a float: widening is a 16-bit shift; narrowing rounds to nearest even and keeps NaN quiet,
+// in one vcvtneps2bf16 where AVX512-BF16 is enabled (it flushes subnormals to zero, so lanes that
+// hold one take the integer rounding). half uses F16C where the compiler enables it. The 16-bit
+// lanes travel as one integer register: all of them, or the first rem (0 < rem < lanes): a
+// masked load with AVX512-BW, else through a small buffer; a partial store is plain stores of
+// halving sizes (no masked store: see store_partial). Each returns false where it has no vector
+// path.
+
+/// The first rem 16-bit elements at p in the low lanes of H, the others 0.
+template <class H, class U>
+SMAX_ALWAYS_INLINE H fetch_buffered(const U* p, index_t rem) noexcept {
+  alignas(32) std::uint16_t b[sizeof(H) / 2] = {};
+  for (index_t l = 0; l < rem; ++l) std::memcpy(b + l, p + l, 2);
+  H h;
+  std::memcpy(&h, b, sizeof(H));
+  return h;
+}
+
+#if XSIMD_WITH_SSE2
+/// The first rem (< 8) 16-bit lanes of part at p: plain stores of 4, 2 and 1 lanes.
+SMAX_ALWAYS_INLINE void put_pieces(void* p, __m128i part, index_t rem) noexcept {
+  auto* q = static_cast<unsigned char*>(p);
+  if (rem & 4) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q), part);
+    part = _mm_srli_si128(part, 8);
+    q += 8;
+  }
+  if (rem & 2) {
+    const int w = _mm_cvtsi128_si32(part);
+    std::memcpy(q, &w, 4);
+    part = _mm_srli_si128(part, 4);
+    q += 4;
+  }
+  if (rem & 1) {
+    const auto w = static_cast<std::uint16_t>(_mm_cvtsi128_si32(part));
+    std::memcpy(q, &w, 2);
+  }
+}
+#endif
+
+#if XSIMD_WITH_AVX512F
+SMAX_ALWAYS_INLINE __m256i fetch16(const void* p, index_t rem) noexcept {
+  if (rem == 16) return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  return _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << rem) - 1u), p);
+#else
+  return fetch_buffered<__m256i>(static_cast<const std::uint16_t*>(p), rem);
+#endif
+}
+SMAX_ALWAYS_INLINE void put16(void* p, __m256i h, index_t rem) noexcept {
+  if (rem == 16) return _mm256_storeu_si256(static_cast<__m256i*>(p), h);
+  __m128i part = _mm256_castsi256_si128(h);
+  if (rem & 8) {
+    _mm_storeu_si128(static_cast<__m128i*>(p), part);
+    part = _mm256_extracti128_si256(h, 1);
+    p = static_cast<unsigned char*>(p) + 16;
+  }
+  put_pieces(p, part, rem & 7);
+}
+/// bf16 bits of 16 floats, rounded to nearest even with integer operations; NaN stays quiet.
+SMAX_ALWAYS_INLINE __m256i bf16_bits_int(__m512 v) noexcept {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+#endif
+#if XSIMD_WITH_AVX
+SMAX_ALWAYS_INLINE __m128i fetch8(const void* p, index_t rem) noexcept {
+  if (rem == 8) return _mm_loadu_si128(static_cast<const __m128i*>(p));
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+  return _mm_maskz_loadu_epi16(static_cast<__mmask8>((1u << rem) - 1u), p);
+#else
+  return fetch_buffered<__m128i>(static_cast<const std::uint16_t*>(p), rem);
+#endif
+}
+SMAX_ALWAYS_INLINE void put8(void* p, __m128i h, index_t rem) noexcept {
+  if (rem == 8) return _mm_storeu_si128(static_cast<__m128i*>(p), h);
+  put_pieces(p, h, rem);
+}
+#endif
+#if XSIMD_WITH_SSE2
+SMAX_ALWAYS_INLINE __m128i fetch4(const void* p, index_t rem) noexcept {
+  if (rem == 4) return _mm_loadl_epi64(static_cast<const __m128i*>(p));
+  return fetch_buffered<__m128i>(static_cast<const std::uint16_t*>(p), rem);
+}
+SMAX_ALWAYS_INLINE void put4(void* p, __m128i h, index_t rem) noexcept {
+  if (rem == 4) return _mm_storel_epi64(static_cast<__m128i*>(p), h);
+  put_pieces(p, h, rem);
+}
+#endif
+
+/// out = the rem (0 < rem <= lanes) elements at p widened, the other lanes 0.
 template <class V, class U>
-inline bool load(const U* p, V& out) noexcept {
+SMAX_ALWAYS_INLINE bool load(const U* p, V& out, index_t rem = lanes<V>) noexcept {
   using A = typename V::arch_type;
   constexpr narrow f = storage_format<U>::value;
   (void)p;
   (void)out;
+  (void)rem;
   if constexpr (f == narrow::bf16) {
 #if XSIMD_WITH_AVX512F
     if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-      out = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      out = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(fetch16(p, rem)), 16));
       return true;
     }
 #endif
 #if XSIMD_WITH_AVX2
     if constexpr (std::is_base_of<xsimd::avx2, A>::value) {
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      out = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      out = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(fetch8(p, rem)), 16));
       return true;
     }
 #endif
 #if XSIMD_WITH_SSE2
     if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
-      const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-      out = _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h));
+      out = _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), fetch4(p, rem)));
       return true;
     }
 #endif
@@ -303,18 +394,18 @@ inline bool load(const U* p, V& out) noexcept {
 #if defined(__F16C__)
 #if XSIMD_WITH_AVX512F
     if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
-      out = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      out = _mm512_cvtph_ps(fetch16(p, rem));
       return true;
     }
 #endif
 #if XSIMD_WITH_AVX
     if constexpr (std::is_base_of<xsimd::avx, A>::value) {
-      out = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      out = _mm256_cvtph_ps(fetch8(p, rem));
       return true;
     }
 #endif
     if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
-      out = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      out = _mm_cvtph_ps(fetch4(p, rem));
       return true;
     }
 #endif
@@ -322,22 +413,26 @@ inline bool load(const U* p, V& out) noexcept {
   return false;
 }
 
+/// The first rem (0 < rem <= lanes) lanes of v narrowed, at p; nothing else is written.
 template <class V, class U>
-inline bool store(U* p, const V& v) noexcept {
+SMAX_ALWAYS_INLINE bool store(U* p, const V& v, index_t rem = lanes<V>) noexcept {
   using A = typename V::arch_type;
   constexpr narrow f = storage_format<U>::value;
   (void)p;
   (void)v;
+  (void)rem;
   if constexpr (f == narrow::bf16) {
 #if XSIMD_WITH_AVX512F
     if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
-      const __m512i u = _mm512_castps_si512(v);
-      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-      __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
-      const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-      r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
-                          _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__)
+      __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+      const __mmask16 sub = _mm512_fpclass_ps_mask(v, 0x20);  // subnormal
+      if (sub) h = _mm256_mask_mov_epi16(h, sub, bf16_bits_int(v));
+#else
+      const __m256i h = bf16_bits_int(v);
+#endif
+      put16(p, h, rem);
       return true;
     }
 #endif
@@ -350,7 +445,7 @@ inline bool store(U* p, const V& v) noexcept {
       r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
       r = _mm256_srli_epi32(r, 16);
       const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+      put8(p, _mm256_castsi256_si128(packed), rem);
       return true;
     }
 #endif
@@ -364,7 +459,7 @@ inline bool store(U* p, const V& v) noexcept {
                        _mm_and_si128(nan, _mm_or_si128(u, _mm_set1_epi32(0x400000))));
       // Sign-extend the 16 result bits so that the signed saturating pack keeps them as they are.
       r = _mm_srai_epi32(r, 16);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(r, r));
+      put4(p, _mm_packs_epi32(r, r), rem);
       return true;
     }
 #endif
@@ -373,18 +468,18 @@ inline bool store(U* p, const V& v) noexcept {
     constexpr int rounding = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 #if XSIMD_WITH_AVX512F
     if constexpr (std::is_base_of<xsimd::avx512f, A>::value) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, rounding));
+      put16(p, _mm512_cvtps_ph(v, rounding), rem);
       return true;
     }
 #endif
 #if XSIMD_WITH_AVX
     if constexpr (std::is_base_of<xsimd::avx, A>::value) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, rounding));
+      put8(p, _mm256_cvtps_ph(v, rounding), rem);
       return true;
     }
 #endif
     if constexpr (std::is_base_of<xsimd::sse2, A>::value) {
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtps_ph(v, rounding));
+      put4(p, _mm_cvtps_ph(v, rounding), rem);
       return true;
     }
 #endif
@@ -431,6 +526,10 @@ inline W load_partial_as(const U* p, index_t rem) noexcept {
   if constexpr (std::is_same<std::remove_const_t<U>, T>::value) {
     return detail::load_partial<W>(p, rem);
   } else {
+    if constexpr (!is_scalar_v<W>) {
+      W out;
+      if (narrow_simd::load(p, out, rem)) return out;
+    }
     alignas(64) T buf[lanes<W>] = {};
     for (index_t l = 0; l < rem; ++l) buf[l] = widen<T>(p[l]);
     return W::load_aligned(buf);
@@ -443,6 +542,10 @@ inline void store_partial_as(U* p, const W& v, index_t rem) noexcept {
   if constexpr (std::is_same<U, T>::value) {
     detail::store_partial<Plain>(p, v, rem);
   } else {
+    // Plain either way: the narrow partial store is plain stores.
+    if constexpr (!is_scalar_v<W>) {
+      if (narrow_simd::store(p, v, rem)) return;
+    }
     alignas(64) T buf[lanes<W>];
     v.store_aligned(buf);
     for (index_t l = 0; l < rem; ++l) p[l] = narrow_to<U>(buf[l]);
