@@ -2,7 +2,9 @@
 // (non-temporal) stores, and rows that fit a 16 KiB stack buffer keep their exps there instead of
 // in the output: another code path for the same arithmetic. Each row of such a large call must
 // equal, bit for bit, the same row computed by a small call (which streams nothing), with rows on
-// cache lines (streamed) and at every other alignment (not streamed).
+// cache lines (streamed) and at every other alignment (not streamed). Problems this large also
+// run short rows one at a time where a small batch would transpose them into tiles (softmax and
+// log_softmax beyond 32 classes, cross-entropy beyond 64): the bits of a one-row call too.
 #include <catch2/catch.hpp>
 
 #include <Eigen/Core>
@@ -38,7 +40,8 @@ TEMPLATE_TEST_CASE("large outputs stream, with the bits of small calls", "[strea
   // K within the stack buffer (exps kept there) and beyond it (exps in the output): rows of a
   // whole number of cache lines in a 64-byte aligned destination (these stream), and odd K in a
   // destination one element off alignment, so that rows start at every alignment.
-  const Index k = GENERATE(Index(1024), Index(8192), Index(1031), Index(5003));
+  const Index k =
+      GENERATE(Index(1024), Index(8192), Index(1031), Index(5003), Index(48), Index(128));
   const bool lines = k % 64 == 0;
   const Index n = min_elements / k + 1;
   INFO((sizeof(T) == 4 ? "float" : "double") << ", N = " << n << ", K = " << k);
@@ -72,7 +75,10 @@ TEMPLATE_TEST_CASE("large outputs stream, with the bits of small calls", "[strea
   o.reduction = smax::Reduction::sum;
   o.label_smoothing = 0.05;
   o.z_loss = 1e-4;
+  // Below 65 classes the large cross-entropy still runs in tiles, whose sums differ in their
+  // last bits from a row's.
   for (const bool smooth : {false, true}) {
+    if (k <= 64) break;
     o.label_smoothing = smooth ? 0.05 : 0.0;
     if (smooth) x(1, 3) = 0;  // smoothing gives the masked class a target: loss +inf
     INFO((smooth ? "with" : "without") << " label smoothing");

@@ -1050,18 +1050,32 @@ loop loop_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
 ///   0.8-0.9x, SSE2 0.9-1.2x; at K = 17, SSE2 2.4-2.9x. Up to 64 classes.
 /// - fused (cross-entropy: labels, logs and compensated sums per row): at K = 128, AVX-512
 ///   1.5-1.8x (double 1.2x), AVX2 1.0-1.2x, SSE2 0.9-1.0x. Up to 128 classes.
+/// Out of cache (large: arrays of tile_cache_bytes or more) rows of several vectors lose that
+/// much in tiles that exp tiles stop at 32 classes and fused ones at 64 (2^22 floats, Zen 4, tiles
+/// against rows: softmax at K = 64 0.51-0.57 against 0.94-1.42 G/s, cross-entropy at K = 128
+/// 0.48-0.58 against 0.67-0.95; even a tile round trip without arithmetic ran at 0.55-0.63 G/s
+/// for K = 64 and 128, a third of its speed in cache). At 2^20 floats tiles and rows were within
+/// the noise of each other; at 2^18 tiles won as in cache.
 enum class tile_kind { light, exp, fused };
 template <class V>
-constexpr index_t tile_max(tile_kind kind) noexcept {
-  return kind == tile_kind::light ? lanes<V> : kind == tile_kind::exp ? 64 : 128;
+constexpr index_t tile_max(tile_kind kind, bool large = false) noexcept {
+  return kind == tile_kind::light ? lanes<V>
+         : kind == tile_kind::exp ? (large ? 32 : 64)
+                                  : (large ? 64 : 128);
+}
+inline constexpr std::size_t tile_cache_bytes = std::size_t{16} << 20;
+/// Whether n x k elements of T make a large problem (tile_max).
+template <class T>
+constexpr bool beyond_cache(index_t n, index_t k) noexcept {
+  return static_cast<std::size_t>(n) * static_cast<std::size_t>(k) * sizeof(T) >= tile_cache_bytes;
 }
 
-/// Whether contiguous distributions of k classes go through tiles (given a vector of them):
-/// the one decision run_groups (tiles or rows) and run_threads (chunks of vectors or of rows)
-/// share.
+/// Whether contiguous distributions of k classes go through tiles (given a vector of them), in
+/// a problem beyond the caches or not (large): the one decision run_groups (tiles or rows) and
+/// run_threads (chunks of vectors or of rows) share.
 template <class V, tile_kind Kind>
-constexpr bool tiled(index_t k) noexcept {
-  return !is_scalar_v<V> && k > 1 && k <= tile_max<V>(Kind);
+constexpr bool tiled(index_t k, bool large) noexcept {
+  return !is_scalar_v<V> && k > 1 && k <= tile_max<V>(Kind, large);
 }
 
 /// Rows [0, L) of a tile of contiguous distributions (row stride ds, k <= Max classes)
@@ -1380,15 +1394,16 @@ SMAX_FLATTEN void run_across(index_t& i, index_t n, index_t k, Op& op, const Arr
 /// Runs `op(group, arrays.at(i)...)` over the n distributions of k classes: one contiguous
 /// group per distribution (or rows-in-lanes tiles when k is small), or lanes<V> neighbouring
 /// distributions per group (the remainder one at a time), or, for any other layout, one scalar
-/// at a time. Kind: the kernel's tile_kind.
+/// at a time. Kind: the kernel's tile_kind; large: whether the whole problem (of which this may
+/// be a thread's chunk) is beyond the caches (tile_max).
 template <class Arch, class T, tile_kind Kind, class Op, class... Arrays>
-inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
+inline void run_groups(index_t n, index_t k, bool large, Op&& op, const Arrays&... arrays) {
   using V = vec_t<T, Arch>;
   const loop how = loop_of<V>(n, k, arrays...);
   index_t i = 0;
   if (how.how == path::contiguous) {
     if constexpr (!is_scalar_v<V>) {
-      if (tiled<V, Kind>(k) && n >= lanes<V>) {
+      if (tiled<V, Kind>(k, large) && n >= lanes<V>) {
         std::tuple<tile_slot<Arrays, V, tile_max<V>(Kind)>...> slots;
         if constexpr (Kind != tile_kind::fused) {
           with_fixed_classes<V>(k, [&](auto kc) {
@@ -1438,8 +1453,8 @@ inline void run_groups(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
 /// run_groups, then a fence for the streaming stores a kernel may have made (the caller's next
 /// reads, and other threads after a barrier, see them).
 template <class Arch, class T, tile_kind Kind, class Op, class... Arrays>
-inline void run(index_t n, index_t k, Op&& op, const Arrays&... arrays) {
-  run_groups<Arch, T, Kind>(n, k, op, arrays...);
+inline void run(index_t n, index_t k, bool large, Op&& op, const Arrays&... arrays) {
+  run_groups<Arch, T, Kind>(n, k, large, op, arrays...);
   stream_fence();
 }
 
@@ -1525,6 +1540,7 @@ struct split_group : contiguous_group<V> {
 /// the calling thread. Kind: the kernel's tile_kind.
 template <class Arch, class T, tile_kind Kind, class MakeOp, class... Arrays>
 int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Arrays&... arrays) {
+  const bool large = beyond_cache<T>(n, k);
 #ifdef _OPENMP
   using V = vec_t<T, Arch>;
   const index_t work = n * k;
@@ -1558,21 +1574,22 @@ int run_threads(index_t n, index_t k, int threads, MakeOp&& make_op, const Array
       // Chunks of whole vectors of distributions where a group holds a vector of them (tiles,
       // across groups), so that groups stay full; else of rows: 4 rows of 262 144 go 2 and 2
       // (in vectors of 16 rows, all 4 would go to one thread).
-      const bool grouped = how == path::across || (how == path::contiguous && tiled<V, Kind>(k));
+      const bool grouped =
+          how == path::across || (how == path::contiguous && tiled<V, Kind>(k, large));
       const index_t unit = grouped ? lanes<V> : 1;
       const index_t units = (n + unit - 1) / unit;
       const index_t i0 = std::min(n, units * t / nt * unit);
       const index_t i1 = std::min(n, units * (t + 1) / nt * unit);
       // make_op(t) for every chunk, rows or not: it may set up the chunk's state.
       auto op = make_op(t);
-      if (i1 > i0) run<Arch, T, Kind>(i1 - i0, k, op, arrays.at(i0)...);
+      if (i1 > i0) run<Arch, T, Kind>(i1 - i0, k, large, op, arrays.at(i0)...);
     }
     return chunks;
   }
 #else
   (void)threads;
 #endif
-  run<Arch, T, Kind>(n, k, make_op(0), arrays...);
+  run<Arch, T, Kind>(n, k, large, make_op(0), arrays...);
   return 1;
 }
 
