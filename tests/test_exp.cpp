@@ -257,3 +257,44 @@ TEMPLATE_TEST_CASE("exp_nonpos stays accurate for 0 < x <= 88 (float) / 709 (dou
   INFO("max error " << worst.ulps << " ulp at x = " << worst.at);
   CHECK(worst.ulps <= ref::exp_ulps);
 }
+
+TEMPLATE_TEST_CASE("exp_nonpos and exp_scaled: the vector path has the scalar fallback's bits",
+                   "[exp]", float, double) {
+  // The widest vector scales by 2^n in one rounding (vscalef with AVX-512) where the scalar
+  // fallback multiplies twice for subnormal results: both round once, so the bits must agree.
+  // Every float of [-104, -80] (the subnormal results and the normal ones above them), a sample
+  // of the rest of the domain, and exp_scaled(x, e) for integer e in [0, 60].
+  using T = TestType;
+  using V = vec_t<T, best_arch>;
+  constexpr std::size_t l = static_cast<std::size_t>(smax::detail::lanes<V>);
+  ref::rng g(ref::seed_of(0x5ca1ef));
+  std::vector<T> x;
+  if constexpr (sizeof(T) == 4) {
+    for (std::uint32_t b = bits_of(-80.0f); b <= bits_of(-104.0f); ++b) x.push_back(float_of(b));
+  } else {
+    for (int i = 0; i < 2'000'000; ++i) x.push_back(static_cast<T>(g.uniform(-746, -700)));
+  }
+  for (int i = 0; i < 1'000'000; ++i)
+    x.push_back(static_cast<T>(g.uniform(sizeof(T) == 4 ? -104 : -746, 0)));
+  x.resize((x.size() + l - 1) / l * l, T(-1));
+  std::vector<T> e(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) e[i] = static_cast<T>(i % 61);
+  long long compared = 0, differ = 0, subnormal = 0;
+  for (std::size_t i = 0; i < x.size(); i += l) {
+    alignas(64) T plain[l], scaled[l];
+    const V xv = smax::detail::load<V>(x.data() + i);
+    smax::detail::store(plain, smax::detail::exp_nonpos(xv));
+    smax::detail::store(scaled, smax::detail::exp_scaled(xv, smax::detail::load<V>(e.data() + i)));
+    for (std::size_t j = 0; j < l; ++j) {
+      const T p = smax::detail::exp_nonpos(x[i + j]);
+      const T s = smax::detail::exp_scaled(x[i + j], e[i + j]);
+      compared += 2;
+      differ += std::memcmp(&p, &plain[j], sizeof(T)) != 0;
+      differ += std::memcmp(&s, &scaled[j], sizeof(T)) != 0;
+      subnormal += p > 0 && p < std::numeric_limits<T>::min();
+    }
+  }
+  INFO(best_arch::name() << ": " << compared << " results compared");
+  CHECK(differ == 0);
+  CHECK(subnormal > 100000);
+}
