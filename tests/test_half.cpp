@@ -94,9 +94,10 @@ M<S, Storage> logits(Index n, Index k, unsigned seed) {
 
 template <class S>
 std::vector<Index> sizes() {
-  // Beyond 4096 (the stack buffer of softmax's exps): the exps of a row's first half wait in
-  // its 16-bit output's bytes, where the row is aligned for floats (10001: every other row).
-  return {1, 2, 3, L - 1, L, L + 1, 2 * L + 1, 16, 17, 100, 1000, 4096, 4097, 10001};
+  // Beyond 16384 (the stack buffer of the float exps, kept_exps): the exps of a row's first
+  // half wait in its 16-bit output's bytes, where the row is aligned for floats (odd K: every
+  // other row); beyond 32768 the last ones are computed again.
+  return {1, 2, 3, L - 1, L, L + 1, 2 * L + 1, 16, 17, 100, 1000, 4097, 16384, 16385, 33001};
 }
 
 TEMPLATE_TEST_CASE("16-bit vector conversions agree with Eigen's scalar ones", "[half]", BF, HF) {
@@ -328,6 +329,18 @@ TEMPLATE_TEST_CASE("16-bit logits: cross-entropy in float, the gradient rounded 
       check_cross_entropy<S, Eigen::ColMajor>(n, k, plain);
       check_cross_entropy<S, Eigen::RowMajor>(n, k, every);
       check_cross_entropy<S, Eigen::ColMajor>(n, k, every);
+    }
+  }
+  // Rows beyond the stack buffer of the float exps (kept_exps: 16384 floats): the first half of
+  // them wait in the 16-bit gradient's own bytes where the row is aligned for floats (odd K:
+  // every other row), and beyond 32768 the last ones are computed again.
+  for (const Index k : {Index{4097}, Index{16384}, Index{16385}, Index{33001}}) {
+    every.class_weights = Eigen::VectorXd::LinSpaced(k, 0.5, 2.0);
+    for (const Index n : {Index{1}, Index{4}}) {
+      CAPTURE(k, n);
+      check_cross_entropy<S, Eigen::RowMajor>(n, k, plain);
+      check_cross_entropy<S, Eigen::RowMajor>(n, k, every);
+      check_cross_entropy<S, Eigen::ColMajor>(n, k, plain);
     }
   }
 }

@@ -410,21 +410,20 @@ void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const 
   if constexpr (HasGrad && G::rows_contiguous) {
     // Pass 2's exps wait for pass 3, which writes the gradient once: in a stack buffer where it
     // streams (rows up to the buffer), and in float where it is 16-bit (kept_exps).
-    alignas(64) T scratch[scratch_elems<T>];
+    alignas(64) T scratch[is_narrow_v<X> ? kept_elems<T> : scratch_elems<T>];
     const auto fused = [&](const auto& ex) {
       const auto st = ce_label_stats<true, General>(g, x, lab, ex, prm, src);
       ce_label_finish<true, General>(g, st, lab, src, true, false, gr, up, losses, prm, tot, &ex);
     };
     if constexpr (is_narrow_v<X>) {
-      if (!capped && kept_exps<T>::usable(gr.p, x.p, g.begin, g.k))
-        return fused(kept_exps<T>(gr.p, g.begin, g.k, G::L, scratch));
+      if (!capped) return fused(kept_exps<T>(gr.p, x.p, g.begin, g.k, G::L, scratch));
     } else {
       if (prm.stream && !capped && g.begin == 0 && g.k <= scratch_elems<T>)
         return fused(strided<X>{scratch, 0, 1});
     }
   }
-  // Otherwise (capped, in place beyond the buffer, not aligned for floats) a 16-bit gradient
-  // keeps no intermediate in its own precision: pass 3 computes them again from the logits.
+  // Otherwise (capped, or rows in lanes) a 16-bit gradient keeps no intermediate in its own
+  // precision: pass 3 computes them again from the logits.
   constexpr bool keep = HasGrad && !is_narrow_v<X>;
   const auto st = ce_label_stats<keep, General>(g, x, lab, gr, prm, src);
   ce_label_finish<HasGrad, General>(g, st, lab, src, keep && !capped, capped && !keep, gr, up,
