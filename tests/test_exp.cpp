@@ -298,3 +298,28 @@ TEMPLATE_TEST_CASE("exp_nonpos and exp_scaled: the vector path has the scalar fa
   CHECK(differ == 0);
   CHECK(subnormal > 100000);
 }
+
+TEMPLATE_TEST_CASE("detail::fma rounds once wherever the instruction set has FMA", "[exp]", float,
+                   double) {
+  // a = b = 1 + 2^-h, c = -(1 + 2^(1-h)): a * b + c = 2^-2h exactly, which a rounded product
+  // (1 + 2^(1-h) + 2^-2h rounds to 1 + 2^(1-h): 2^-2h is below half an ulp) loses: 0. Every
+  // polynomial and gradient term that calls detail::fma relies on it being the instruction where
+  // there is one, not x * y + z left to the compiler (xsimd 8.1's AVX-512 fma), which fuses or
+  // not as -ffp-contract and inlining decide.
+  using T = TestType;
+  using V = vec_t<T, best_arch>;
+  constexpr int h = std::numeric_limits<T>::digits / 2 + 1;
+  const T a = T(1) + std::ldexp(T(1), -h), c = -(T(1) + std::ldexp(T(1), 1 - h));
+  const T fused = std::ldexp(T(1), -2 * h);
+#if defined(__FMA__) || defined(__AVX512F__)
+  const T want = fused;
+#else
+  const T want = T(0);  // no FMA: two roundings, in vectors and scalars alike
+  CHECK(want != fused);
+#endif
+  INFO(best_arch::name());
+  CHECK(smax::detail::fma(a, a, c) == want);
+  alignas(64) T out[smax::detail::lanes<V>];
+  smax::detail::store(out, smax::detail::fma(V(a), V(a), V(c)));
+  for (const T v : out) CHECK(v == want);
+}

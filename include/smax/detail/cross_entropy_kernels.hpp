@@ -318,7 +318,10 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
   const S nll = select(e_y > S(std::numeric_limits<T>::min() * T(0x1p100)),
                        detail::log1p(st.sum_other / e_y), log_s - dy);
   S ce = S(one - eps) * w_y * nll;
-  if (smooth) ce = ce + S(eps_k) * (st.weight_sum * log_s - st.smooth);
+  // Here and below, a multiply and an add are one explicit fma, or none: were the compiler to
+  // fuse them on its own, two inlined copies of this code (a stack tile's, a row's in place) could
+  // fuse differently and round differently.
+  if (smooth) ce = detail::fma(S(eps_k), detail::fma(st.weight_sum, log_s, -st.smooth), ce);
   const S lse = shift + log_s;  // 0 for a fully masked row, whose loss is already +inf
   // The upstream gradient is read before the loss is stored: losses may be dloss itself.
   const S u = HasGrad && up.p != nullptr ? g.load_out(up) : S(one);
@@ -328,7 +331,8 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
     const S r_ce = S(prm.grad_ce) * u;
     const S zterm = S(T(2) * prm.z) * S(prm.grad_z) * u * lse;
     const S inv = row_reciprocal(s);
-    const S coef = r_ce * (S(one - eps) * w_y + S(eps_k) * st.weight_sum) + zterm;
+    const S coef =
+        detail::fma(r_ce, detail::fma(S(one - eps), w_y, S(eps_k) * st.weight_sum), zterm);
     const S b = r_ce * S(eps_k);
     const T cap_c = prm.cap, inv_cap = capped ? one / prm.cap : zero;
     const T* w = prm.weights;
@@ -347,10 +351,11 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
     // a line just streamed to memory fetches the line back, a memory round trip per row (about
     // 0.45 us on Zen 4, as long as a row of 1000 classes takes).
     const bool in_pass = G::label_in_pass || (G::rows_contiguous && exps != nullptr);
-    S gy = zterm - coef * (st.sum_other * inv) + r_ce * S(eps_k) * (st.weight_sum - w_y);
+    S gy = detail::fma(r_ce * S(eps_k), st.weight_sum - w_y,
+                       detail::fma(-coef, st.sum_other * inv, zterm));
     if (capped) {
       const S t = st.target * S(inv_cap);
-      gy = gy * fma(-t, t, S(one));
+      gy = gy * detail::fma(-t, t, S(one));
     }
     // Pass 3: the gradient, from the stored exps or from the logits again.
     const auto pass3 = [=](const auto& io) {
@@ -367,12 +372,15 @@ void ce_label_finish(const G& g, const ce_stats<typename G::state>& st, const La
       }
       W gv = io.splat(coef) * (p * io.splat(inv));
       if constexpr (General) {
-        if (smooth) gv = gv - io.splat(b) * (weighted ? io.load(per_class<T>{w}) : W(one));
+        if (smooth) {
+          gv =
+              weighted ? detail::fma(-io.splat(b), io.load(per_class<T>{w}), gv) : gv - io.splat(b);
+        }
         if (capped) {
           W c = io.load(src);
           if (recap) c = W(cap_c) * detail::tanh(c * W(inv_cap));
           const W t = c * W(inv_cap);
-          gv = gv * fma(-t, t, W(one));
+          gv = gv * detail::fma(-t, t, W(one));
         }
       }
       if constexpr (G::label_in_pass || G::rows_contiguous) {
@@ -450,7 +458,7 @@ void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>
     auto tv = io.load(t);
     using W = std::decay_t<decltype(tv)>;
     if constexpr (General) {
-      if (eps > zero) tv = fma(tv, W(one - eps), W(eps_k));
+      if (eps > zero) tv = detail::fma(tv, W(one - eps), W(eps_k));
       if (weighted) tv = tv * io.load(per_class<T>{prm.weights});
     }
     return tv;
@@ -512,7 +520,7 @@ void ce_prob_group(const G& g, const strided<const X>& x, const strided<const X>
       if constexpr (General) {
         if (capped) {
           const W c = logit() * W(inv_cap);
-          gv = gv * fma(-c, c, W(one));
+          gv = gv * detail::fma(-c, c, W(one));
         }
       }
       io.store(gr, gv);

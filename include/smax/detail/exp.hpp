@@ -70,15 +70,15 @@ SMAX_ALWAYS_INLINE V exp_times_pow2(V x, [[maybe_unused]] V e) noexcept {
   // gives -inf its exact 0 below).
   [[maybe_unused]] const V x0 = x;
   V lo = splat<V>(C::lo);
-  if constexpr (Scaled) lo = fma(e, splat<V>(T(-0.693147180559945309417)), lo);
+  if constexpr (Scaled) lo = detail::fma(e, splat<V>(T(-0.693147180559945309417)), lo);
   x = max_keep_nan(lo, x);
   const V magic = splat<V>(C::round_magic);
-  const V n = fma(x, splat<V>(C::log2e), magic) - magic;
-  V r = fma(n, splat<V>(-C::ln2_hi), x);
-  r = fma(n, splat<V>(-C::ln2_lo), r);
+  const V n = detail::fma(x, splat<V>(C::log2e), magic) - magic;
+  V r = detail::fma(n, splat<V>(-C::ln2_hi), x);
+  r = detail::fma(n, splat<V>(-C::ln2_lo), r);
   V q = splat<V>(C::q[C::degree]);
-  for (int i = C::degree - 1; i >= 0; --i) q = fma(q, r, splat<V>(C::q[i]));
-  const V p = fma(q, r, splat<V>(T(1)));
+  for (int i = C::degree - 1; i >= 0; --i) q = detail::fma(q, r, splat<V>(C::q[i]));
+  const V p = detail::fma(q, r, splat<V>(T(1)));
   V scaled = n;
   if constexpr (Scaled) scaled = n + e;
 #if XSIMD_WITH_AVX512F

@@ -842,13 +842,29 @@ SMAX_ALWAYS_INLINE auto widen_halves(const V& v) noexcept {
 
 // ---- arithmetic ---------------------------------------------------------------------------------
 
-/// a * b + c, fused where the instruction set has FMA (xsimd emulates it with two roundings
-/// otherwise; every use below tolerates both).
+/// a * b + c, rounded once where the instruction set has FMA (FMA3, AVX-512), by the instruction
+/// itself: xsimd 8.1 has no AVX-512 fma (its generic one is x * y + z), and a * b + c is fused
+/// or not as the compiler's -ffp-contract and its inlining decide, differently in two inlined
+/// copies of the same code. Without FMA, two roundings, in vectors and scalars alike (every use
+/// tolerates both).
 template <class V>
 inline V fma(const V& a, const V& b, const V& c) noexcept {
   if constexpr (is_scalar_v<V>) {
+#if defined(__FMA__) || defined(__AVX512F__)
+    return std::fma(a, b, c);
+#else
     return a * b + c;
+#endif
   } else {
+#if XSIMD_WITH_AVX512F
+    if constexpr (std::is_base_of<xsimd::avx512f, typename V::arch_type>::value) {
+      if constexpr (std::is_same<scalar_of<V>, float>::value) {
+        return _mm512_fmadd_ps(a, b, c);
+      } else if constexpr (std::is_same<scalar_of<V>, double>::value) {
+        return _mm512_fmadd_pd(a, b, c);
+      }
+    }
+#endif
     return xsimd::fma(a, b, c);
   }
 }
