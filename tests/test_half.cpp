@@ -94,10 +94,10 @@ M<S, Storage> logits(Index n, Index k, unsigned seed) {
 
 template <class S>
 std::vector<Index> sizes() {
-  // Beyond 4096 (kept_exps): the exps of a row's first half wait in its 16-bit output's bytes
-  // and the next 16384 in the stack buffer, where the row is aligned for floats; the other rows
-  // (odd K: every other row) keep their first 16384 in the buffer. The rest (beyond 32768, or
-  // 16384) is computed again.
+  // Up to 16384 the exps of a row wait in float in a stack buffer. Beyond it (kept_exps): the
+  // first half in the row's 16-bit output bytes and the next 16384 in the buffer, where the row
+  // is aligned for floats; the other rows (odd K: every other row) keep their first 16384 in the
+  // buffer. The rest (beyond 32768, or 16384) is computed again.
   return {1, 2, 3, L - 1, L, L + 1, 2 * L + 1, 16, 17, 100, 1000, 4097, 16384, 16385, 33001};
 }
 
@@ -332,9 +332,9 @@ TEMPLATE_TEST_CASE("16-bit logits: cross-entropy in float, the gradient rounded 
       check_cross_entropy<S, Eigen::ColMajor>(n, k, every);
     }
   }
-  // Long rows (kept_exps, as in sizes()): beyond 4096 the first half of the exps wait in the
-  // 16-bit gradient's own bytes where the row is aligned for floats (odd K: every other row),
-  // the next 16384 in the stack buffer, and the rest is computed again.
+  // Long rows (as in sizes()): up to 16384 the exps wait in a stack buffer; beyond it
+  // (kept_exps) the first half in the 16-bit gradient's own bytes where the row is aligned for
+  // floats (odd K: every other row), the next 16384 in the buffer, and the rest is computed again.
   for (const Index k : {Index{4097}, Index{16384}, Index{16385}, Index{33001}}) {
     every.class_weights = Eigen::VectorXd::LinSpaced(k, 0.5, 2.0);
     for (const Index n : {Index{1}, Index{4}}) {

@@ -424,7 +424,12 @@ void ce_label_group(const G& g, const strided<const X>& x, const per_dist<const 
       ce_label_finish<true, General>(g, st, lab, src, true, false, gr, up, losses, prm, tot, &ex);
     };
     if constexpr (is_narrow_v<X>) {
-      if (!capped) return fused(kept_exps<T>(gr.p, x.p, g.begin, g.k, G::L, scratch));
+      if (capped) {
+      } else if (g.begin == 0 && g.k <= kept_elems<T>) {
+        return fused(strided<T>{scratch, 0, 1});  // the whole row's exps, in float
+      } else {
+        return fused(kept_exps<T>(gr.p, x.p, g.begin, g.k, G::L, scratch));
+      }
     } else {
       if (prm.stream && !capped && g.begin == 0 && g.k <= scratch_elems<T>)
         return fused(strided<X>{scratch, 0, 1});

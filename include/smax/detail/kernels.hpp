@@ -362,10 +362,12 @@ struct contiguous_group {
 
   template <class F>
   SMAX_FLATTEN void for_each(F f) const {
+    // k in a register: f's stores may alias *this, which would reload it after every vector.
+    const index_t end = k;
     index_t j = begin;
-    for (; j + L <= k; j += L) f(contiguous_io<V>{j});
+    for (; j + L <= end; j += L) f(contiguous_io<V>{j});
     if constexpr (!is_scalar_v<V>) {
-      if (j < k) f(partial_io<V>{j, k - j});
+      if (j < end) f(partial_io<V>{j, end - j});
     }
   }
 
@@ -376,14 +378,15 @@ struct contiguous_group {
     if constexpr (is_scalar_v<V> || !std::is_same<U, T>::value) {
       for_each(f);
     } else {
+      const index_t end = k;
       index_t j = begin;
       const auto misalign = reinterpret_cast<std::uintptr_t>(out.p + j) % sizeof(V);
       if (misalign % sizeof(T) != 0) return for_each(f);
       const index_t head = std::min<index_t>(
-          k - j, misalign == 0 ? 0 : static_cast<index_t>((sizeof(V) - misalign) / sizeof(T)));
+          end - j, misalign == 0 ? 0 : static_cast<index_t>((sizeof(V) - misalign) / sizeof(T)));
       if (head > 0) f(partial_io<V>{j, head});
-      for (j += head; j + L <= k; j += L) f(stream_io<V>{{j}});
-      if (j < k) f(partial_io<V>{j, k - j});
+      for (j += head; j + L <= end; j += L) f(stream_io<V>{{j}});
+      if (j < end) f(partial_io<V>{j, end - j});
     }
   }
 
@@ -1622,17 +1625,20 @@ inline constexpr std::size_t stream_min_bytes = std::size_t{16} << 20;
 inline constexpr std::size_t scratch_bytes = std::size_t{16} << 10;
 template <class T>
 inline constexpr index_t scratch_elems = static_cast<index_t>(scratch_bytes / sizeof(T));
-/// The stack buffer of a 16-bit output's float exps (kept_exps): with the row's own output bytes,
-/// rows of up to 32768 classes (a 32000-word vocabulary) keep them all, so that each exp is
-/// computed once (with 16 KiB, 37% of a 32000-class row's were computed twice: bf16 softmax at
-/// 0.66x float in cache).
+/// The stack buffer of a 16-bit output's float exps: a whole row of up to kept_elems classes
+/// keeps them there, read back by a plain loop (through kept_exps, whose per-vector choice of
+/// where each exp waits cost bf16 softmax and cross-entropy 7-19% at K = 1000-10000 in cache,
+/// AVX-512); with the row's own output bytes (kept_exps), rows of up to 32768 classes (a
+/// 32000-word vocabulary) keep them all, so that each exp is computed once (with 16 KiB, 37% of
+/// a 32000-class row's were computed twice: bf16 softmax at 0.66x float in cache).
 inline constexpr std::size_t kept_bytes = std::size_t{64} << 10;
 template <class T>
 inline constexpr index_t kept_elems = static_cast<index_t>(kept_bytes / sizeof(T));
 
 /// Where the float exps of a 16-bit output wait between the pass that computes them and the pass
-/// that writes the output (rounding each once), for a contiguous slice [b, k) of a distribution:
-/// up to scratch_elems in a stack buffer of kept_elems (buf); a longer slice puts its first half
+/// that writes the output (rounding each once), for a contiguous slice [b, k) of a distribution
+/// longer than kept_elems, or a thread's slice of one: up to scratch_elems in a stack buffer of
+/// kept_elems (buf); a longer slice puts its first half
 /// in the output's own bytes (its 2 bytes per class hold half as many floats: lines the output
 /// pass writes anyway, so the row's working set stays small) and the next kept_elems in the
 /// buffer, or, where the output is x itself (in place) or not aligned for floats, its first
@@ -1700,7 +1706,8 @@ bool streams(index_t n, index_t k, const strided<Y>& y) noexcept {
 
 /// y = softmax(x): three passes (max; exp, sum and store; scale by one reciprocal). A large
 /// output of rows up to scratch_bytes keeps the exps in a stack buffer and streams y once; a
-/// 16-bit output keeps them in float (kept_exps) and is written once, by the last pass.
+/// 16-bit output keeps them in float (a stack buffer of kept_bytes, or kept_exps beyond) and is
+/// written once, by the last pass.
 template <class Arch = best_arch, class X, class Y>
 void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads = 1) noexcept {
   const bool stream = streams<vec_t<compute_t<X>, Arch>>(n, k, y);
@@ -1722,15 +1729,16 @@ void softmax(index_t n, index_t k, strided<const X> x, strided<Y> y, int threads
         // are all computed again.
         constexpr bool narrow_out = !std::is_same<std::decay_t<decltype(yi)>, strided<T>>::value;
         if constexpr (G::rows_contiguous) {
-          if (stream && g.begin == 0 && g.k <= scratch_elems<T>) {
-            alignas(64) T scratch[scratch_elems<T>];
+          // A whole row whose exps fit the stack buffer: kept there, and y written once.
+          constexpr index_t cap = narrow_out ? kept_elems<T> : scratch_elems<T>;
+          alignas(64) T scratch[cap];
+          if ((stream || narrow_out) && g.begin == 0 && g.k <= cap) {
             const strided<T> e{scratch, 0, 1};
             const auto inv = row_reciprocal(exp_pass(e));
             g.for_each_stream(yi, [=](const auto& io) { io.store(yi, io.load(e) * io.splat(inv)); });
             return;
           }
           if constexpr (narrow_out) {
-            alignas(64) T scratch[kept_elems<T>];
             const kept_exps<T> kept(yi.p, xi.p, g.begin, g.k, G::L, scratch);
             // One sum over the row, as in the float path: the same bits.
             const auto inv = row_reciprocal(g.reduce_sum([=](const auto& io) {
