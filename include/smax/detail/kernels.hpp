@@ -1061,18 +1061,20 @@ loop loop_of(index_t n, index_t k, const Arrays&... arrays) noexcept {
 ///   0.8-0.9x, SSE2 0.9-1.2x; at K = 17, SSE2 2.4-2.9x. Up to 64 classes.
 /// - fused (cross-entropy: labels, logs and compensated sums per row): at K = 128, AVX-512
 ///   1.5-1.8x (double 1.2x), AVX2 1.0-1.2x, SSE2 0.9-1.0x. Up to 128 classes.
-/// Out of cache (large: arrays of tile_cache_bytes or more) rows of several vectors lose that
-/// much in tiles that exp tiles stop at 32 classes and fused ones at 64 (2^22 floats, Zen 4, tiles
-/// against rows: softmax at K = 64 0.51-0.57 against 0.94-1.42 G/s, cross-entropy at K = 128
-/// 0.48-0.58 against 0.67-0.95; even a tile round trip without arithmetic ran at 0.55-0.63 G/s
-/// for K = 64 and 128, a third of its speed in cache). At 2^20 floats tiles and rows were within
-/// the noise of each other; at 2^18 tiles won as in cache.
+/// Out of cache (large: arrays of tile_cache_bytes or more) tiles of rows of several vectors are
+/// staged (tile_in): read and written in address order, row after row, not a block of vectors
+/// at a time, whose order (every other line at K = 32) the hardware prefetchers did not follow
+/// (softmax 0.9-1.0 G/s at K = 32, a third of memcpy). Staged, against rows, 2^24 floats, Zen 4,
+/// medians of 4 alternating runs, G/s: softmax K = 32 1.9 (0.96 before staging), 33 1.48 / 0.85,
+/// 40 1.79 / 1.15, 48 1.98 / 1.39, 64 1.53 / 1.69: exp tiles stop at 48 classes out of cache;
+/// cross-entropy forward+backward K = 32 1.48 / 0.91, 48 1.61 / 0.68, 64 1.17 / 0.60, 80
+/// 1.14 / 0.79, 100 0.90 / 0.81, 128 0.85 / 1.12: fused ones at 100.
 enum class tile_kind { light, exp, fused };
 template <class V>
 constexpr index_t tile_max(tile_kind kind, bool large = false) noexcept {
   return kind == tile_kind::light ? lanes<V>
-         : kind == tile_kind::exp ? (large ? 32 : 64)
-                                  : (large ? 64 : 128);
+         : kind == tile_kind::exp ? (large ? 48 : 64)
+                                  : (large ? 100 : 128);
 }
 inline constexpr std::size_t tile_cache_bytes = std::size_t{16} << 20;
 /// Whether n x k elements of T make a large problem (tile_max).
@@ -1093,42 +1095,77 @@ constexpr bool tiled(index_t k, bool large) noexcept {
 /// into buf transposed, buf[j * L + l] = p[l * ds + j]: one L x L block of vectors at a time,
 /// loaded (masked only where a whole vector would leave the array), transposed in registers,
 /// stored as columns. Vector stores and loads of whole columns, so the across kernel's loads are
-/// forwarded from them.
+/// forwarded from them. Staged (rows of more than one vector, beyond the caches: tile_slot), the
+/// rows are first read in address order, row after row, into buf (row l's vector b at
+/// buf[(b + l) L]), and each block is transposed there in place: the block at a time order reads
+/// every other line of a tile at K = 32, which the hardware prefetchers do not follow out of
+/// cache (see tile_kind).
 template <class V, class U>
 SMAX_ALWAYS_INLINE void tile_in(const U* p, index_t ds, index_t k, index_t extent,
-                                scalar_of<V>* buf) noexcept {
+                                scalar_of<V>* buf, bool staged) noexcept {
   constexpr index_t L = lanes<V>;
+  // A whole vector where it stays within the `extent` elements readable from p (it reads into
+  // the next rows, or the gaps between them; those lanes are not used), else a masked load.
+  const auto row_vector = [=](index_t l, index_t b) {
+    return l * ds + b + L <= extent ? load_as<V>(p + l * ds + b)
+                                    : load_partial_as<V>(p + l * ds + b, k - b < L ? k - b : L);
+  };
+  if (staged) {
+    for (index_t l = 0; l < L; ++l)
+      for (index_t b = 0; b < k; b += L) detail::store(buf + (b + l) * L, row_vector(l, b));
+    for (index_t b = 0; b < k; b += L) {
+      V r[L];
+      for (index_t l = 0; l < L; ++l) r[l] = detail::load<V>(buf + (b + l) * L);
+      transpose_square(r);
+      for (index_t c = 0; c < L; ++c) detail::store(buf + (b + c) * L, r[c]);
+    }
+    return;
+  }
   for (index_t b = 0; b < k; b += L) {
     const index_t cnt = k - b < L ? k - b : L;
     V r[L];
-    // A whole vector where it stays within the `extent` elements readable from p (it reads into
-    // the next rows, or the gaps between them; those lanes are not used), else a masked load.
-    for (index_t l = 0; l < L; ++l)
-      r[l] = l * ds + b + L <= extent ? load_as<V>(p + l * ds + b)
-                                      : load_partial_as<V>(p + l * ds + b, cnt);
+    for (index_t l = 0; l < L; ++l) r[l] = row_vector(l, b);
     transpose_square(r);
     for (index_t c = 0; c < cnt; ++c) detail::store(buf + (b + c) * L, r[c]);
   }
 }
 
 /// The inverse of tile_in: columns buf[j * L .. j * L + L) back to rows p[l * ds + j], writing
-/// the k classes of each row and nothing else.
+/// the k classes of each row and nothing else. Staged, each block is transposed in place in buf
+/// (which it then no longer holds) and the rows are written in address order, row after row: at
+/// K = 32 out of cache, stores to every other line, each one's line fetched for ownership in
+/// that order, ran softmax at 0.9 G/s, in address order 1.3-1.4 (1.7-1.9 with tile_in staged).
 template <class V, class U>
-SMAX_ALWAYS_INLINE void tile_out(const scalar_of<V>* buf, index_t k, U* p, index_t ds) noexcept {
+SMAX_ALWAYS_INLINE void tile_out(scalar_of<V>* buf, index_t k, U* p, index_t ds,
+                                 bool staged) noexcept {
   constexpr index_t L = lanes<V>;
+  const auto put = [=](index_t l, index_t b, const V& v) {
+    const index_t cnt = k - b < L ? k - b : L;
+    if (cnt == L) {
+      store_as(p + l * ds + b, v);
+    } else {
+      store_partial_as(p + l * ds + b, v, cnt);
+    }
+  };
+  if (staged) {
+    // Columns past k in the last block are whatever buf holds there: their lanes are not stored.
+    for (index_t b = 0; b < k; b += L) {
+      V r[L];
+      for (index_t c = 0; c < L; ++c) r[c] = detail::load<V>(buf + (b + c) * L);
+      transpose_square(r);
+      for (index_t l = 0; l < L; ++l) detail::store(buf + (b + l) * L, r[l]);
+    }
+    for (index_t l = 0; l < L; ++l)
+      for (index_t b = 0; b < k; b += L) put(l, b, detail::load<V>(buf + (b + l) * L));
+    return;
+  }
   for (index_t b = 0; b < k; b += L) {
     const index_t cnt = k - b < L ? k - b : L;
     V r[L];
     for (index_t c = 0; c < L; ++c)
       r[c] = c < cnt ? detail::load<V>(buf + (b + c) * L) : V(scalar_of<V>(0));
     transpose_square(r);
-    for (index_t l = 0; l < L; ++l) {
-      if (cnt == L) {
-        store_as(p + l * ds + b, r[l]);
-      } else {
-        store_partial_as(p + l * ds + b, r[l], cnt);
-      }
-    }
+    for (index_t l = 0; l < L; ++l) put(l, b, r[l]);
   }
 }
 
@@ -1212,7 +1249,7 @@ using dense_tile_t = std::conditional_t<has_permute2<V>(), dense_tile<V>, no_den
 /// per-class arrays pass through.
 template <class A, class V, index_t Max>
 struct tile_slot {
-  void init(const A&, index_t) noexcept {}
+  void init(const A&, index_t, bool) noexcept {}
   A in(const A& a, index_t, index_t) noexcept { return a; }
   void out(index_t) noexcept {}
 };
@@ -1220,13 +1257,16 @@ template <class U, class V, index_t Max>
 struct tile_slot<strided<const U>, V, Max> {
   using T = scalar_of<V>;
   static constexpr index_t L = lanes<V>;
+  static_assert(Max % L == 0, "staged tiles hold whole vectors of every row");
   alignas(64) T buf[Max * L];
   dense_tile_t<V> dense;
   bool is_dense = false;
   bool copy = false;  // distributions across memory (class stride not 1): copied, not transposed
-  void init(const strided<const U>& a, index_t k) noexcept {
+  bool staged = false;  // rows of several vectors beyond the caches: read in address order
+  void init(const strided<const U>& a, index_t k, bool large) noexcept {
     copy = a.cs != 1;
     is_dense = !copy && dense.fits(a.ds, k);
+    staged = large && k > L;
     if (is_dense) dense.init(k);
   }
   SMAX_ALWAYS_INLINE strided<const T> in(const strided<const U>& a, index_t k,
@@ -1236,7 +1276,7 @@ struct tile_slot<strided<const U>, V, Max> {
     } else if (is_dense) {
       dense.in(a.p, buf, k);
     } else {
-      tile_in<V>(a.p, a.ds, k, (rows - 1) * a.ds + k, buf);
+      tile_in<V>(a.p, a.ds, k, (rows - 1) * a.ds + k, buf, staged);
     }
     return {buf, 1, L};
   }
@@ -1246,14 +1286,17 @@ template <class U, class V, index_t Max>
 struct tile_slot<strided<U>, V, Max> {
   using T = scalar_of<V>;
   static constexpr index_t L = lanes<V>;
+  static_assert(Max % L == 0, "staged tiles hold whole vectors of every row");
   alignas(64) T buf[Max * L];
   dense_tile_t<V> dense;
   bool is_dense = false;
   strided<U> dst{nullptr, 0, 0};
   bool copy = false;
-  void init(const strided<U>& a, index_t k) noexcept {
+  bool staged = false;
+  void init(const strided<U>& a, index_t k, bool large) noexcept {
     copy = a.cs != 1;
     is_dense = a.p != nullptr && !copy && dense.fits(a.ds, k);
+    staged = large && k > L;
     if (is_dense) dense.init(k);
   }
   SMAX_ALWAYS_INLINE strided<T> in(const strided<U>& a, index_t, index_t) noexcept {
@@ -1267,7 +1310,7 @@ struct tile_slot<strided<U>, V, Max> {
     } else if (is_dense) {
       dense.out(buf, dst.p, k);
     } else {
-      tile_out<V>(buf, k, dst.p, dst.ds);
+      tile_out<V>(buf, k, dst.p, dst.ds, staged);
     }
   }
 };
@@ -1290,13 +1333,14 @@ SMAX_ALWAYS_INLINE void with_fixed_classes(index_t k, F&& f) {
 
 /// The loops over groups of a few classes each (rows-in-lanes tiles, and distributions across
 /// memory): flattened, so that the kernel body and everything it calls is inlined per class.
+/// large: beyond the caches (the tiles of rows of several vectors are staged: tile_in).
 template <class V, class K, class Op, class Tuple, class... Arrays, std::size_t... I>
-SMAX_FLATTEN void run_tiles(index_t& i, index_t n, K classes, Op& op, Tuple& slots,
+SMAX_FLATTEN void run_tiles(index_t& i, index_t n, K classes, bool large, Op& op, Tuple& slots,
                             std::index_sequence<I...>, const Arrays&... arrays) {
   constexpr index_t L = lanes<V>;
   const index_t k = classes;
   const across_group<V> g{k};
-  (std::get<I>(slots).init(arrays, k), ...);
+  (std::get<I>(slots).init(arrays, k, large), ...);
   for (; i + L <= n; i += L) {
     op(g, std::get<I>(slots).in(arrays.at(i), k, n - i)...);
     (std::get<I>(slots).out(k), ...);
@@ -1418,10 +1462,11 @@ inline void run_groups(index_t n, index_t k, bool large, Op&& op, const Arrays&.
         std::tuple<tile_slot<Arrays, V, tile_max<V>(Kind)>...> slots;
         if constexpr (Kind != tile_kind::fused) {
           with_fixed_classes<V>(k, [&](auto kc) {
-            run_tiles<V>(i, n, kc, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
+            run_tiles<V>(i, n, kc, large, op, slots, std::index_sequence_for<Arrays...>{},
+                         arrays...);
           });
         } else {
-          run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
+          run_tiles<V>(i, n, k, large, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
         }
       }
     }
@@ -1439,7 +1484,7 @@ inline void run_groups(index_t n, index_t k, bool large, Op&& op, const Arrays&.
       // Class vectors on a few 4 KiB offsets: each group's copied into a stack tile first.
       if (n >= lanes<V> && k > crowded_min && k <= crowded_max && (crowded<V>(arrays, k) || ...)) {
         std::tuple<tile_slot<Arrays, V, crowded_max>...> slots;
-        run_tiles<V>(i, n, k, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
+        run_tiles<V>(i, n, k, false, op, slots, std::index_sequence_for<Arrays...>{}, arrays...);
       }
     }
     run_across<V>(i, n, k, op, arrays...);
